@@ -1,0 +1,119 @@
+"""`recsys data prepare`: raw click logs -> a prepared cache (see `recsys.data.cache`).
+
+Streams the raw files block by block (bounded memory), writes one parquet part per block, splits by
+row order, then counts id frequencies over the training split. Everything is written under a
+temporary name and renamed at the end, so an interrupted run leaves no half-written cache.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from recsys import __version__
+from recsys.data.bad_rows import BadRowTally
+from recsys.data.cache import FORMAT_VERSION, META_FILE, PARTS_DIRECTORY, SPLITS, PreparedCache
+from recsys.data.criteo import read_criteo
+from recsys.data.schema import CRITEO, MISSING_ID
+from recsys.data.stats import FREQUENCY_DIRECTORY, write_statistics
+
+
+@dataclass(frozen=True)
+class PrepareOptions:
+    """How to prepare: split fractions by row order, the bad-row policy, the block size."""
+
+    split: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    skip_bad_rows: bool = False
+    overwrite: bool = False
+    block_bytes: int = 32 << 20
+
+    def __post_init__(self) -> None:
+        if len(self.split) != 3 or any(fraction < 0 for fraction in self.split):
+            raise ValueError(f"split needs three non-negative fractions (train, val, test), got {self.split}")
+        if abs(sum(self.split) - 1.0) > 1e-6:
+            raise ValueError(f"split fractions must add up to 1, got {self.split} (sum {sum(self.split)})")
+
+
+def split_rows(total: int, fractions: tuple[float, float, float]) -> dict[str, int]:
+    """Rows per split; the test split takes the rounding remainder."""
+    train = int(total * fractions[0])
+    val = int(total * fractions[1])
+    return dict(zip(SPLITS, (train, val, total - train - val)))
+
+
+def check_inputs(paths: list[Path]) -> None:
+    if not paths:
+        raise ValueError("no input files given")
+    for path in paths:
+        if not path.is_file():
+            raise FileNotFoundError(f"input file {path} does not exist")
+
+
+def prepare(
+    paths: list[Path],
+    output: Path,
+    options: PrepareOptions = PrepareOptions(),
+    on_block: Callable[[int, int], None] | None = None,
+) -> PreparedCache:
+    """Prepare `paths` (in order) into the cache at `output`; `on_block(rows, bytes)` reports progress."""
+    check_inputs(paths)
+    if output.exists() and not options.overwrite:
+        raise FileExistsError(f"{output} already exists; pass --overwrite to replace it")
+    partial = output.with_name(output.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        started = time.perf_counter()
+        tally = BadRowTally(skip=options.skip_bad_rows)
+        total = write_parts(paths, partial / PARTS_DIRECTORY, tally, options.block_bytes, on_block)
+        if total == 0:
+            raise ValueError(f"no valid rows in {', '.join(map(str, paths))}")
+        splits = split_rows(total, options.split)
+        parts = sorted((partial / PARTS_DIRECTORY).glob("part-*.parquet"))
+        train_rows = pl.scan_parquet(parts).head(splits["train"])
+        cardinalities = write_statistics(train_rows, list(CRITEO.sparse_features), partial / FREQUENCY_DIRECTORY)
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "name": CRITEO.name,
+            "schema": CRITEO.to_dict(),
+            "splits": splits,
+            "split_fractions": list(options.split),
+            "cardinalities": cardinalities,
+            "missing_id": MISSING_ID,
+            "dense_transform": "log1p(max(x, 0)), missing -> 0",
+            "sources": [{"path": str(path.resolve()), "bytes": path.stat().st_size} for path in paths],
+            "bad_rows": tally.to_dict(),
+            "seconds": round(time.perf_counter() - started, 3),
+            "recsys_version": __version__,
+        }
+        (partial / META_FILE).write_text(json.dumps(meta, indent=2))
+        if output.exists():
+            shutil.rmtree(output)
+        partial.rename(output)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return PreparedCache.open(output)
+
+
+def write_parts(
+    paths: list[Path],
+    directory: Path,
+    tally: BadRowTally,
+    block_bytes: int,
+    on_block: Callable[[int, int], None] | None,
+) -> int:
+    """Write one parquet part per non-empty block; return the number of rows written."""
+    directory.mkdir(parents=True)
+    total = 0
+    for index, (frame, raw_bytes) in enumerate(read_criteo(paths, tally, block_bytes)):
+        if len(frame):
+            frame.write_parquet(directory / f"part-{index:06d}.parquet", statistics=False)
+            total += len(frame)
+        if on_block is not None:
+            on_block(len(frame), raw_bytes)
+    return total

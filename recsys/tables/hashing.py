@@ -1,0 +1,124 @@
+"""`hashing`: the hashing trick, each feature's ids hashed into a table of m rows.
+
+Weinberger et al., "Feature Hashing for Large Scale Multitask Learning", ICML 2009. With k > 1
+hash functions (Tito Svenstrup et al., "Hash Embeddings for Efficient Word Representations",
+NeurIPS 2017, without their learned weights) an id takes k rows of one table, summed (each row
+has the full dim) or concatenated (each row has dim / k), so two ids collide only if all k rows do:
+
+    id 977 of C3, k = 2, m = 1000:  rows [h0(977) % 1000, h1(977) % 1000] = [412, 73]
+    combine = "sum":     vector = T[412] + T[73]               (T has dim columns)
+    combine = "concat":  vector = [T[412], T[73]]              (T has dim / 2 columns)
+
+Memory: sum over features of m_f * row_dim * 4 bytes; no index. With a budget, m_f comes from
+water-filling the bytes over features (`budget.water_fill`): small features keep their full size
+(they still hash, and so still collide), the largest share what is left.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torchrec.modules.embedding_configs import EmbeddingBagConfig
+from torchrec.modules.embedding_modules import EmbeddingBagCollection
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
+
+from recsys.data.stats import FeatureStatistics
+from recsys.tables.budget import FLOAT_BYTES, budget_bytes, full_rows, water_fill
+from recsys.tables.hashes import derive_salt, hash_ids
+from recsys.tables.interface import LookupModule
+from recsys.tables.jagged import join_features, split_features
+from recsys.tables.spec import BudgetSpec
+
+
+@dataclass(frozen=True)
+class HashingSpec(BudgetSpec):
+    hash_functions: int = 1
+    combine: Literal["sum", "concat"] = "sum"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.hash_functions < 1:
+            raise ValueError(f"hash_functions must be at least 1, got {self.hash_functions}")
+        if self.combine == "concat" and self.embedding_dim % self.hash_functions:
+            raise ValueError(
+                f"combine = 'concat' splits embedding_dim {self.embedding_dim} into {self.hash_functions} "
+                "equal parts: make embedding_dim a multiple of hash_functions"
+            )
+
+    @property
+    def row_dim(self) -> int:
+        return self.embedding_dim // self.hash_functions if self.combine == "concat" else self.embedding_dim
+
+
+def hashed_rows(spec: HashingSpec, statistics: FeatureStatistics, full_bytes: int) -> dict[str, int]:
+    """Rows per feature: `spec.rows` each, or the budget water-filled over the features' full sizes."""
+    if spec.rows is not None:
+        return {feature: spec.rows for feature in statistics.features}
+    row_bytes = spec.row_dim * FLOAT_BYTES
+    sizes = {
+        feature: full_rows(cardinality) * spec.embedding_dim * FLOAT_BYTES
+        for feature, cardinality in statistics.cardinalities.items()
+    }
+    shares = water_fill(sizes, budget_bytes(spec.rows, spec.compression, spec.bytes, full_bytes))
+    return {feature: max(1, share // row_bytes) for feature, share in shares.items()}
+
+
+class HashingLookup(LookupModule):
+    name = "hashing"
+    spec_type = HashingSpec
+
+    def __init__(self, spec: HashingSpec, statistics: FeatureStatistics) -> None:
+        super().__init__(spec, statistics)
+        self.rows = hashed_rows(spec, statistics, self.full_bytes)
+        self.salts = {
+            feature: [derive_salt(spec.seed, index, function) for function in range(spec.hash_functions)]
+            for index, feature in enumerate(self.feature_names)
+        }
+        self.configs = [
+            EmbeddingBagConfig(
+                name=f"hashing_{feature}",
+                embedding_dim=spec.row_dim,
+                num_embeddings=self.rows[feature],
+                feature_names=self.storage_features(feature),
+            )
+            for feature in self.feature_names
+        ]
+        self.storage = EmbeddingBagCollection(tables=self.configs)
+
+    def storage_features(self, feature: str) -> list[str]:
+        """Names the storage knows a feature by: itself, or one per hash function when concatenating."""
+        if self.spec.combine == "concat" and self.spec.hash_functions > 1:
+            return [f"{feature}/h{function}" for function in range(self.spec.hash_functions)]
+        return [feature]
+
+    def table_configs(self) -> list[EmbeddingBagConfig]:
+        return self.configs
+
+    def remap(self, features: KeyedJaggedTensor) -> KeyedJaggedTensor:
+        keys, values, lengths = [], [], []
+        for feature, ids, feature_lengths in split_features(features):
+            rows = torch.stack([hash_ids(ids, salt, self.rows[feature]) for salt in self.salts[feature]], dim=1)
+            names = self.storage_features(feature)
+            if len(names) == 1:
+                keys.append(feature)
+                values.append(rows.reshape(-1))
+                lengths.append(feature_lengths * rows.shape[1])
+            else:
+                keys.extend(names)
+                values.extend(rows.unbind(dim=1))
+                lengths.extend([feature_lengths] * len(names))
+        return join_features(keys, values, lengths, features.stride())
+
+    def forward(self, features: KeyedJaggedTensor) -> KeyedTensor:
+        pooled = self.storage(self.remap(features))
+        if pooled.keys() == self.feature_names:
+            return pooled
+        # concat: the parts of a feature are adjacent columns (its table lists them in order)
+        return KeyedTensor(
+            keys=self.feature_names,
+            length_per_key=[self.embedding_dim] * len(self.feature_names),
+            values=pooled.values(),
+        )

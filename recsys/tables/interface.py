@@ -1,0 +1,91 @@
+"""The one lookup interface every strategy implements.
+
+A lookup module maps a KeyedJaggedTensor of raw integer ids (any int64, negative and unseen
+included) to a KeyedTensor of pooled vectors, one `embedding_dim` vector per feature and row:
+
+    ids (KJT)  --remap in front (hash, vocabulary, ...)-->  storage rows (KJT)
+               --torchrec EmbeddingBagCollection `storage`-->  pooled KeyedTensor
+
+Storage is always torchrec `EmbeddingBagCollection`s in the attribute `storage`, so
+DistributedModelParallel shards it, fbgemm's fused optimizers train it and torchrec's quantized
+modules serve it, unchanged for every strategy.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass
+from typing import ClassVar
+
+from torch import nn
+from torchrec.modules.embedding_configs import EmbeddingBagConfig
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
+
+from recsys.data.stats import FeatureStatistics
+from recsys.tables.budget import FLOAT_BYTES, ROWWISE_ADAGRAD_STATE_BYTES, full_table_bytes
+from recsys.tables.spec import TableSpec
+
+
+@dataclass(frozen=True)
+class MemoryReport:
+    """Bytes a lookup module needs, against the full table it replaces.
+
+    `total_bytes` is what serving needs (parameters and index structures); optimizer state is
+    training-only and reported apart. `compression` = full-table parameter bytes / `total_bytes`.
+    """
+
+    parameter_bytes: int
+    index_bytes: int
+    optimizer_bytes: int
+    full_bytes: int
+
+    @property
+    def total_bytes(self) -> int:
+        return self.parameter_bytes + self.index_bytes
+
+    @property
+    def compression(self) -> float:
+        return self.full_bytes / self.total_bytes
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "total_bytes": self.total_bytes, "compression": self.compression}
+
+
+class LookupModule(nn.Module, ABC):
+    """Base of every strategy: `forward`, `memory_report` and `spec`; storage in `self.storage`."""
+
+    name: ClassVar[str]
+    spec_type: ClassVar[type[TableSpec]]
+
+    def __init__(self, spec: TableSpec, statistics: FeatureStatistics) -> None:
+        super().__init__()
+        self.spec = spec
+        self.feature_names = list(statistics.features)
+        self.embedding_dim = spec.embedding_dim
+        self.full_bytes = full_table_bytes(statistics.cardinalities, spec.embedding_dim)
+
+    @abstractmethod
+    def forward(self, features: KeyedJaggedTensor) -> KeyedTensor:
+        """Pooled `embedding_dim` vectors per feature of `self.feature_names`."""
+
+    @abstractmethod
+    def table_configs(self) -> list[EmbeddingBagConfig]:
+        """The torchrec tables of `storage` (what sharding plans and memory reports are made of)."""
+
+    def index_bytes(self) -> int:
+        """Bytes of remapping structures (vocabularies, maps) kept besides the tables."""
+        return 0
+
+    def extra_parameter_bytes(self) -> int:
+        """Bytes of trainable parameters outside the tables (projections, thresholds)."""
+        return 0
+
+    def memory_report(self) -> MemoryReport:
+        configs = self.table_configs()
+        return MemoryReport(
+            parameter_bytes=sum(config.num_embeddings * config.embedding_dim * FLOAT_BYTES for config in configs)
+            + self.extra_parameter_bytes(),
+            index_bytes=self.index_bytes(),
+            optimizer_bytes=sum(config.num_embeddings * ROWWISE_ADAGRAD_STATE_BYTES for config in configs),
+            full_bytes=self.full_bytes,
+        )

@@ -1,0 +1,51 @@
+"""Table specs: the typed, validated contents of a `tables/*.toml` file.
+
+Every spec names its `strategy` and the model's `embedding_dim`. Strategies that can be sized take
+exactly one of three budgets, so that comparisons are at equal memory:
+
+    rows = 100_000      rows per feature, directly
+    compression = 10    total bytes = (bytes of the full table) / 10
+    bytes = 50_000_000  total bytes of the strategy's tables and indexes
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """Keys every strategy shares."""
+
+    strategy: str
+    embedding_dim: int = 16
+
+    def __post_init__(self) -> None:
+        if self.embedding_dim <= 0:
+            raise ValueError(f"embedding_dim must be positive, got {self.embedding_dim}")
+
+    def to_dict(self) -> dict:
+        return {key: value for key, value in asdict(self).items() if value is not None}
+
+
+@dataclass(frozen=True)
+class BudgetSpec(TableSpec):
+    """A spec sized by exactly one of `rows`, `compression` or `bytes`."""
+
+    rows: int | None = None
+    compression: float | None = None
+    bytes: int | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        given = [name for name in ("rows", "compression", "bytes") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"give exactly one budget of rows, compression or bytes; got {', '.join(given) or 'none'}"
+            )
+        if self.rows is not None and self.rows <= 0:
+            raise ValueError(f"rows must be positive, got {self.rows}")
+        if self.compression is not None and self.compression < 1:
+            raise ValueError(f"compression must be at least 1, got {self.compression}")
+        if self.bytes is not None and self.bytes <= 0:
+            raise ValueError(f"bytes must be positive, got {self.bytes}")
