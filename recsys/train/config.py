@@ -1,0 +1,34 @@
+"""Training settings, with the defaults `recsys train` uses."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 1
+    batch_size: int = 4096
+    eval_batch_size: int = 16384
+    dense_optimizer: Literal["adam", "adagrad"] = "adam"
+    dense_learning_rate: float = 1e-3
+    sparse_learning_rate: float = 0.05
+    seed: int = 0
+    checkpoint_dir: str | None = None
+    resume: bool = False
+    log_every: int = 20
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "eval_batch_size", "log_every"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("dense_learning_rate", "sparse_learning_rate"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.resume and self.checkpoint_dir is None:
+            raise ValueError("resume needs a checkpoint directory (--checkpoint-dir)")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
