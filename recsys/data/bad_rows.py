@@ -50,4 +50,9 @@ class BadRowTally:
         return f"skipped {self.total} malformed rows ({reasons}); first: {self.examples[0]}"
 
     def to_dict(self) -> dict:
-        return {"skipped": self.total, "by_reason": dict(self.counts), "examples": list(self.examples)}
+        return {
+            "skipped": self.total,
+            "by_reason": dict(self.counts),
+            "examples": list(self.examples),
+            "summary": self.summary(),
+        }

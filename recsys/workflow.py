@@ -1,0 +1,40 @@
+"""One training run as the command line and the demo do it: load, check tracking first, train, record."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from recsys.data.cache import PreparedCache
+from recsys.tables import load_spec
+from recsys.train.config import TrainConfig
+from recsys.train.distributed import is_main_process
+from recsys.train.events import Broadcast, Listener
+from recsys.train.loop import Job, TrainResult, train
+
+
+def train_and_track(
+    data: Path,
+    tables: Path,
+    model: str,
+    config: TrainConfig,
+    model_overrides: dict | None = None,
+    tracking: bool = True,
+    tracking_uri: str | None = None,
+    experiment: str = "recsys",
+    run_name: str | None = None,
+    parent_run_id: str | None = None,
+) -> tuple[TrainResult, str | None]:
+    """Train one model; with `tracking`, the MLflow store is checked before any work starts."""
+    spec = load_spec(tables)
+    cache = PreparedCache.open(data)
+    listeners: list[Listener] = []
+    tracker = None
+    if tracking and is_main_process():
+        from recsys.tracking import MLflowTracker
+
+        tracker = MLflowTracker(tracking_uri, experiment, run_name=run_name, parent_run_id=parent_run_id)
+        listeners.append(tracker)
+    job = Job(cache=cache, spec=spec, model=model, config=config, model_overrides=dict(model_overrides or {}),
+              spec_text=Path(tables).read_text())
+    result = train(job, Broadcast(listeners))
+    return result, tracker.run_id if tracker else None
