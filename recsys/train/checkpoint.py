@@ -46,11 +46,15 @@ def latest_checkpoint(directory: Path) -> Path | None:
     return complete[-1] if complete else None
 
 
-def load_checkpoint(path: Path, model: nn.Module, optimizer: CombinedOptimizer) -> dict:
-    """Load model and optimizer state in place; return the saved progress."""
+def read_progress(path: Path) -> dict:
+    """What a checkpoint records besides tensors: epoch, step, metrics, table spec and model."""
+    return json.loads((path / PROGRESS_FILE).read_text())
+
+
+def load_checkpoint(path: Path, model: nn.Module, optimizer: CombinedOptimizer) -> None:
+    """Load model and optimizer state in place."""
     optimizer.init_state()
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict()}
     dcp.load(state, checkpoint_id=str(path))
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
-    return json.loads((path / PROGRESS_FILE).read_text())

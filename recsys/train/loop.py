@@ -19,7 +19,7 @@ from recsys.models import build_model
 from recsys.tables import build_lookup
 from recsys.tables.interface import MemoryReport
 from recsys.tables.spec import TableSpec
-from recsys.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from recsys.train.checkpoint import latest_checkpoint, load_checkpoint, read_progress, save_checkpoint
 from recsys.train.config import TrainConfig
 from recsys.train.distributed import ensure_process_group, is_main_process, make_optimizer, shard_model
 from recsys.train.evaluation import evaluate
@@ -74,7 +74,7 @@ def train(job: Job, listener: Listener = Listener()) -> TrainResult:
     progress = {"epoch": 0, "step": 0}
     if config.resume:
         progress = resume(job, sharded, optimizer)
-    listener.on_start(RunStart(job.params(), job.tags(), memory.to_dict(), job.spec_text))
+    listener.on_start(RunStart(job.params(), job.tags(), memory.to_dict(), job.spec_text, plan=str(sharded.plan)))
     failed = True
     try:
         result = run_epochs(job, sharded, optimizer, progress, memory, listener)
@@ -89,12 +89,13 @@ def resume(job: Job, model: nn.Module, optimizer) -> dict:
     checkpoint = latest_checkpoint(directory)
     if checkpoint is None:
         raise FileNotFoundError(f"--resume: no complete checkpoint in {directory}")
-    progress = load_checkpoint(checkpoint, model, optimizer)
+    progress = read_progress(checkpoint)
     if progress["tables"] != job.spec.to_dict() or progress["model"] != job.model:
         raise ValueError(
             f"--resume: {checkpoint} was trained with tables {progress['tables']} and model "
             f"{progress['model']!r}; this run asks for {job.spec.to_dict()} and {job.model!r}"
         )
+    load_checkpoint(checkpoint, model, optimizer)
     return progress
 
 

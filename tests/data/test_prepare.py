@@ -1,0 +1,94 @@
+"""`prepare`: row-order splits, statistics against independent counts, atomic output, clear refusals."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from recsys.data.bad_rows import MalformedRowError
+from recsys.data.cache import PreparedCache
+from recsys.data.prepare import PrepareOptions, prepare
+from recsys.data.schema import MISSING_ID
+
+
+def raw_column(path, index: int) -> list[str]:
+    return [line.split("\t")[index] for line in path.read_text().splitlines()]
+
+
+def test_splits_follow_row_order(synthetic_cache, synthetic_file):
+    labels = np.array([int(value) for value in raw_column(synthetic_file, 0)])
+    splits = synthetic_cache.meta["splits"]
+    assert splits == {"train": 32_000, "val": 4_000, "test": 4_000}
+    joined = np.concatenate(
+        [synthetic_cache.scan(split).collect()["label"].to_numpy() for split in ("train", "val", "test")]
+    )
+    np.testing.assert_array_equal(joined, labels)
+
+
+def test_statistics_count_the_training_split_only(synthetic_cache, synthetic_file):
+    raw = raw_column(synthetic_file, 14 + 2)[:32_000]  # C3 of the training rows
+    expected = Counter(int(value, 16) if value else MISSING_ID for value in raw)
+    ids, counts = synthetic_cache.statistics().frequencies("C3")
+    assert dict(zip(ids.tolist(), counts.tolist())) == dict(expected)
+    assert list(counts) == sorted(counts, reverse=True)
+    assert synthetic_cache.meta["cardinalities"]["C3"] == len(expected)
+
+
+def test_vocabulary_honours_min_count(synthetic_cache):
+    statistics = synthetic_cache.statistics()
+    ids, counts = statistics.frequencies("C4")
+    vocabulary = statistics.vocabulary("C4", 3)
+    assert set(vocabulary.tolist()) == set(ids[counts >= 3].tolist())
+    assert np.all(np.diff(vocabulary) > 0)
+
+
+def test_many_files_are_read_in_order(criteo_sample, tmp_path):
+    lines = criteo_sample.read_text().splitlines(keepends=True)
+    first, second = tmp_path / "day0.tsv", tmp_path / "day1.tsv"
+    first.write_text("".join(lines[:3000]))
+    second.write_text("".join(lines[3000:]))
+    together = prepare([first, second], tmp_path / "two", PrepareOptions(split=(0.5, 0.25, 0.25)))
+    single = prepare([criteo_sample], tmp_path / "one", PrepareOptions(split=(0.5, 0.25, 0.25)))
+    for split in ("train", "val", "test"):
+        assert together.scan(split).collect().equals(single.scan(split).collect())
+    assert together.meta["cardinalities"] == single.meta["cardinalities"]
+
+
+def test_failure_leaves_nothing_behind(tmp_path, synthetic_file):
+    bad = tmp_path / "bad.tsv"
+    lines = synthetic_file.read_text().splitlines(keepends=True)[:100]
+    lines[57] = "not\ta\tcriteo\trow\n"
+    bad.write_text("".join(lines))
+    output = tmp_path / "cache"
+    with pytest.raises(MalformedRowError, match=r"bad.tsv:58: expected 40 tab-separated fields, found 4"):
+        prepare([bad], output)
+    assert list(tmp_path.iterdir()) == [bad]
+
+
+def test_skipped_rows_are_reported_in_the_cache(tmp_path, synthetic_file):
+    bad = tmp_path / "bad.tsv"
+    lines = synthetic_file.read_text().splitlines(keepends=True)[:100]
+    lines[10] = lines[10].replace("\t", "\tX", 1)
+    bad.write_text("".join(lines))
+    cache = prepare([bad], tmp_path / "cache", PrepareOptions(skip_bad_rows=True))
+    assert sum(cache.meta["splits"].values()) == 99
+    assert cache.meta["bad_rows"]["skipped"] == 1
+    assert cache.meta["bad_rows"]["examples"][0].startswith(f"{bad}:11: I1")
+
+
+def test_refuses_to_overwrite_and_bad_options(tmp_path, synthetic_file):
+    output = tmp_path / "cache"
+    output.mkdir()
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        prepare([synthetic_file], output)
+    with pytest.raises(ValueError, match="add up to 1"):
+        PrepareOptions(split=(0.5, 0.2, 0.2))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        prepare([tmp_path / "missing.tsv"], tmp_path / "other")
+
+
+def test_open_explains_what_is_missing(tmp_path):
+    with pytest.raises(FileNotFoundError, match="recsys data prepare"):
+        PreparedCache.open(tmp_path)

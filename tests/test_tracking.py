@@ -1,0 +1,70 @@
+"""Tracking: a run read back from a real sqlite MLflow store; an unreachable store stops before training."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from recsys.train.config import TrainConfig
+from recsys.tracking import TrackingUnavailable
+from recsys.workflow import train_and_track
+
+REQUIRED_METRICS = {
+    "train/loss", "val/auc", "val/logloss", "test/auc", "test/logloss", "table/param_bytes",
+    "table/total_bytes", "table/compression", "train/samples_per_s",
+}  # fmt: skip
+
+
+def write_spec(tmp_path, text: str):
+    path = tmp_path / "hashing.toml"
+    path.write_text(text)
+    return path
+
+
+def test_run_is_recorded_and_readable(synthetic_cache, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spec_text = 'strategy = "hashing"\nembedding_dim = 16\ncompression = 10\n'
+    config = TrainConfig(batch_size=512, progress=False, log_every=5)
+    result, run_id = train_and_track(
+        data=synthetic_cache.path, tables=write_spec(tmp_path, spec_text), model="dlrm", config=config,
+        model_overrides={"bottom_mlp": (32,), "top_mlp": (32,)}, tracking_uri=uri, experiment="test",
+        run_name="hashing-10x",
+    )
+    client = MlflowClient(uri)
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.info.run_name == "hashing-10x"
+    assert REQUIRED_METRICS <= set(run.data.metrics)
+    assert run.data.metrics["test/auc"] == pytest.approx(result.metrics["test/auc"])
+    assert run.data.metrics["table/total_bytes"] == result.memory.total_bytes
+    assert run.data.params["tables.strategy"] == "hashing"
+    assert run.data.params["tables.compression"] == "10.0"
+    assert run.data.params["train.batch_size"] == "512"
+    assert run.data.params["model.bottom_mlp"] == "(32,)"
+    assert run.data.tags["strategy"] == "hashing"
+    assert run.data.tags["model"] == "dlrm"
+    assert run.data.tags["dataset"] == "criteo"
+    losses = client.get_metric_history(run_id, "train/loss")
+    steps = [metric.step for metric in losses]
+    assert steps == sorted(steps) and len(steps) >= 12 and steps[0] == 5
+    artifact = client.download_artifacts(run_id, "tables.toml", str(tmp_path / "download"))
+    assert open(artifact).read() == spec_text
+    assert "table_wise" in open(client.download_artifacts(run_id, "sharding_plan.txt", str(tmp_path))).read()
+
+
+def test_unreachable_server_stops_before_training(synthetic_cache, tmp_path):
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    started = time.perf_counter()
+    with pytest.raises(TrackingUnavailable, match=f"127.0.0.1:{port}.*--no-tracking"):
+        train_and_track(
+            data=synthetic_cache.path, tables=write_spec(tmp_path, 'strategy = "full"\n'), model="dlrm",
+            config=TrainConfig(progress=False, checkpoint_dir=str(tmp_path / "checkpoints")),
+            tracking_uri=f"http://127.0.0.1:{port}",
+        )
+    assert time.perf_counter() - started < 30
+    assert not (tmp_path / "checkpoints").exists()
