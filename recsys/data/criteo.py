@@ -8,8 +8,9 @@ Raw format: one row per line, 40 tab-separated fields, no header, no quoting:
 Files are read in blocks of whole lines (plain or gzip), so memory stays bounded whatever the file
 size, and each block is parsed by polars. Every value is checked: a row with the wrong number of
 fields, a label other than 0/1, a non-integer I or a non-hex C is reported with its file and line
-(see `bad_rows`). The fast path costs one byte count per block: when the tab count is exactly
-39 per line and polars parses the block, the per-line check is skipped.
+(see `bad_rows`). Most blocks are clean, so each is first parsed the fast way (integers typed
+by polars, one tab count for the whole block); only a block where that finds a problem is parsed
+again line by line and value by value, to say exactly which row is wrong and why.
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ from recsys.data.schema import CRITEO, MISSING_ID
 FIELDS = len(CRITEO.columns)
 MAX_HEX_DIGITS = 8
 RAW_SCHEMA = {name: pl.String for name in CRITEO.columns}
+TYPED_SCHEMA = {
+    **{name: pl.Int64 for name in (CRITEO.label, *CRITEO.dense_features)},
+    **{name: pl.String for name in CRITEO.sparse_features},
+}
 
 
 def open_raw(path: Path) -> io.BufferedIOBase:
@@ -68,16 +73,34 @@ def read_criteo(
 def parse_block(block: bytes, first_line: int, path: str, tally: BadRowTally) -> pl.DataFrame:
     """Turn one block of raw lines into prepared columns, reporting malformed rows to `tally`."""
     line_count = block.count(b"\n")
-    line_numbers = None
-    if block.count(b"\t") != (FIELDS - 1) * line_count:
-        block, line_numbers = drop_ragged_lines(block, first_line, path, tally)
+    if block.count(b"\t") == (FIELDS - 1) * line_count:
+        prepared = parse_clean_block(block)
+        if prepared is not None:
+            return prepared
+    return parse_checked_block(block, first_line, path, tally)
+
+
+def parse_clean_block(block: bytes) -> pl.DataFrame | None:
+    """The fast path: typed parsing; None if anything is off (the checked path then finds what)."""
     try:
-        raw = read_fields(block)
+        typed = pl.read_csv(
+            block, separator="\t", has_header=False, schema=TYPED_SCHEMA, quote_char=None, truncate_ragged_lines=False
+        )
     except pl.exceptions.ComputeError:
-        block, line_numbers = drop_ragged_lines(block, first_line, path, tally)
-        raw = read_fields(block)
-    if line_numbers is None:
-        line_numbers = np.arange(first_line, first_line + line_count)
+        return None
+    hexes = typed.select(hex_expressions())
+    invalid = [typed[name].is_not_null() & hexes[name].is_null() for name in CRITEO.sparse_features]
+    invalid.append(~typed[CRITEO.label].is_in([0, 1]).fill_null(False))
+    if pl.DataFrame(invalid).select(pl.any_horizontal(pl.all()).any()).item():
+        return None
+    parsed = pl.concat([typed.select(CRITEO.label, *CRITEO.dense_features), hexes], how="horizontal")
+    return parsed.select(prepared_expressions())
+
+
+def parse_checked_block(block: bytes, first_line: int, path: str, tally: BadRowTally) -> pl.DataFrame:
+    """The careful path: every line and value checked, problems reported with their line."""
+    block, line_numbers = drop_ragged_lines(block, first_line, path, tally)
+    raw = read_fields(block)
     return convert(raw, line_numbers, path, tally)
 
 
@@ -118,17 +141,21 @@ def drop_ragged_lines(
     return kept, np.flatnonzero(keep) + first_line
 
 
-def parsed_expressions() -> list[pl.Expr]:
-    """Each raw string column parsed to an integer; null where missing or unparseable."""
-    label = [pl.col(CRITEO.label).str.to_integer(strict=False)]
-    dense = [pl.col(name).str.to_integer(strict=False) for name in CRITEO.dense_features]
-    sparse = [
+def hex_expressions() -> list[pl.Expr]:
+    """Each C column's hex string as an integer; null where missing, not hex or too long."""
+    return [
         pl.when(pl.col(name).str.len_bytes() <= MAX_HEX_DIGITS)
         .then(pl.col(name).str.to_integer(base=16, strict=False))
         .alias(name)
         for name in CRITEO.sparse_features
     ]
-    return label + dense + sparse
+
+
+def parsed_expressions() -> list[pl.Expr]:
+    """Each raw string column parsed to an integer; null where missing or unparseable."""
+    label = [pl.col(CRITEO.label).str.to_integer(strict=False)]
+    dense = [pl.col(name).str.to_integer(strict=False) for name in CRITEO.dense_features]
+    return label + dense + hex_expressions()
 
 
 def convert(raw: pl.DataFrame, line_numbers: np.ndarray, path: str, tally: BadRowTally) -> pl.DataFrame:

@@ -112,7 +112,7 @@ def write_parts(
     total = 0
     for index, (frame, raw_bytes) in enumerate(read_criteo(paths, tally, block_bytes)):
         if len(frame):
-            frame.write_parquet(directory / f"part-{index:06d}.parquet", statistics=False)
+            frame.write_parquet(directory / f"part-{index:06d}.parquet", statistics=False, compression="lz4")
             total += len(frame)
         if on_block is not None:
             on_block(len(frame), raw_bytes)
