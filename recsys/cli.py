@@ -8,7 +8,8 @@ from pathlib import Path
 
 from recsys.quiet import quiet_libraries
 
-EXPECTED_ERRORS = (ValueError, FileNotFoundError, FileExistsError, RuntimeError)
+EXPECTED_ERRORS = (ValueError, FileNotFoundError, FileExistsError)
+"""Errors that carry a message for the user (bad input, missing files); anything else is a bug and shows its traceback."""
 
 
 def int_list(text: str) -> tuple[int, ...]:
@@ -172,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     arguments = parser().parse_args(argv)
     quiet_libraries()
     from recsys.config import ConfigError
+    from recsys.tracking import TrackingUnavailable
 
     handlers = {
         ("data", "synth"): run_synth,
@@ -181,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     try:
         handlers[(arguments.command, getattr(arguments, "data_command", None))](arguments)
-    except (ConfigError, *EXPECTED_ERRORS) as error:
+    except (ConfigError, TrackingUnavailable, *EXPECTED_ERRORS) as error:
         print(f"recsys {arguments.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -24,8 +24,6 @@ from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
 from torchrec.optim.optimizers import in_backward_optimizer_filter
 from torchrec.optim.rowwise_adagrad import RowWiseAdagrad
 
-from recsys.tables.interface import LookupModule
-
 
 def compute_device() -> torch.device:
     if torch.cuda.is_available():
@@ -69,8 +67,8 @@ def table_constraints(model: nn.Module) -> dict[str, ParameterConstraints]:
             sharding_types=[ShardingType.TABLE_WISE.value], compute_kernels=[EmbeddingComputeKernel.FUSED.value]
         )
         for module in model.modules()
-        if isinstance(module, LookupModule)
-        for config in module.table_configs()
+        if isinstance(module, EmbeddingBagCollection)
+        for config in module.embedding_bag_configs()
     }
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torchrec.optim.keyed import CombinedOptimizer
 from tqdm import tqdm
 
 from recsys.data.cache import PreparedCache
@@ -84,7 +85,7 @@ def train(job: Job, listener: Listener = Listener()) -> TrainResult:
         listener.on_end(failed)
 
 
-def resume(job: Job, model: nn.Module, optimizer) -> dict:
+def resume(job: Job, model: nn.Module, optimizer: CombinedOptimizer) -> dict:
     directory = Path(job.config.checkpoint_dir)
     checkpoint = latest_checkpoint(directory)
     if checkpoint is None:
@@ -99,7 +100,9 @@ def resume(job: Job, model: nn.Module, optimizer) -> dict:
     return progress
 
 
-def run_epochs(job, model, optimizer, progress: dict, memory: MemoryReport, listener: Listener) -> TrainResult:
+def run_epochs(
+    job: Job, model: nn.Module, optimizer: CombinedOptimizer, progress: dict, memory: MemoryReport, listener: Listener
+) -> TrainResult:
     config = job.config
     train_loader = BatchLoader(job.cache, "train", config.batch_size, shuffle=True, seed=config.seed)
     losses: list[float] = []
@@ -128,8 +131,16 @@ def prefixed(prefix: str, values: dict[str, float]) -> dict[str, float]:
     return {f"{prefix}/{name}": value for name, value in values.items()}
 
 
-def train_epoch(model, optimizer, loader: BatchLoader, step: int, losses: list[float], listener: Listener,
-                config: TrainConfig, epoch: int) -> tuple[int, float]:
+def train_epoch(
+    model: nn.Module,
+    optimizer: CombinedOptimizer,
+    loader: BatchLoader,
+    step: int,
+    losses: list[float],
+    listener: Listener,
+    config: TrainConfig,
+    epoch: int,
+) -> tuple[int, float]:
     """One pass over the training split; returns the global step and the training samples/s."""
     model.train()
     bar = tqdm(
