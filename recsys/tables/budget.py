@@ -6,6 +6,8 @@ Pure functions, apart from the modules, so the sizing is easy to read and to tes
 from __future__ import annotations
 
 FLOAT_BYTES = 4
+INDEX_BYTES = 8
+"""Bytes per vocabulary id of an exact id -> row map (one int64)."""
 ROWWISE_ADAGRAD_STATE_BYTES = 4
 """Row-wise Adagrad keeps one float per row (the fused optimizer recsys trains with)."""
 

@@ -9,9 +9,12 @@ has the full dim) or concatenated (each row has dim / k), so two ids collide onl
     combine = "sum":     vector = T[412] + T[73]               (T has dim columns)
     combine = "concat":  vector = [T[412], T[73]]              (T has dim / 2 columns)
 
-Memory: sum over features of m_f * row_dim * 4 bytes; no index. With a budget, m_f comes from
-water-filling the bytes over features (`budget.water_fill`): small features keep their full size
-(they still hash, and so still collide), the largest share what is left.
+Memory: sum over hashed features of m_f * row_dim * 4 bytes. With a budget, m_f comes from
+water-filling the bytes over features (`budget.water_fill`): the largest features are cut most.
+A feature whose share covers its whole vocabulary is not hashed (`exact_when_fits`, on by
+default): hashing 10 values into 11 rows would collide for no memory saved, so such a feature
+maps ids exactly, as `full` does, and pays 8 bytes per vocabulary id for the index. This matches
+the DLRM reference, whose modulo on dense indices leaves features smaller than the table intact.
 """
 
 from __future__ import annotations
@@ -25,11 +28,12 @@ from torchrec.modules.embedding_modules import EmbeddingBagCollection
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
 
 from recsys.data.stats import FeatureStatistics
-from recsys.tables.budget import FLOAT_BYTES, budget_bytes, full_rows, water_fill
+from recsys.tables.budget import FLOAT_BYTES, INDEX_BYTES, budget_bytes, full_rows, water_fill
 from recsys.tables.hashes import derive_salt, hash_ids
 from recsys.tables.interface import LookupModule
 from recsys.tables.jagged import join_features, split_features
 from recsys.tables.spec import BudgetSpec
+from recsys.tables.vocabulary import Vocabularies
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,7 @@ class HashingSpec(BudgetSpec):
     hash_functions: int = 1
     combine: Literal["sum", "concat"] = "sum"
     seed: int = 0
+    exact_when_fits: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -53,17 +58,31 @@ class HashingSpec(BudgetSpec):
         return self.embedding_dim // self.hash_functions if self.combine == "concat" else self.embedding_dim
 
 
-def hashed_rows(spec: HashingSpec, statistics: FeatureStatistics, full_bytes: int) -> dict[str, int]:
-    """Rows per feature: `spec.rows` each, or the budget water-filled over the features' full sizes."""
-    if spec.rows is not None:
-        return {feature: spec.rows for feature in statistics.features}
-    row_bytes = spec.row_dim * FLOAT_BYTES
-    sizes = {
-        feature: full_rows(cardinality) * spec.embedding_dim * FLOAT_BYTES
-        for feature, cardinality in statistics.cardinalities.items()
+@dataclass(frozen=True)
+class TablePlan:
+    """Rows per feature, and which features map ids exactly instead of hashing them."""
+
+    rows: dict[str, int]
+    exact: frozenset[str]
+
+
+def plan_tables(spec: HashingSpec, statistics: FeatureStatistics, full_bytes: int) -> TablePlan:
+    """Size every feature's table from `spec.rows` or the budget; see the module docstring."""
+    exact_rows = {feature: full_rows(count) for feature, count in statistics.cardinalities.items()}
+    exact_bytes = {
+        feature: rows * spec.embedding_dim * FLOAT_BYTES + INDEX_BYTES * statistics.cardinalities[feature]
+        for feature, rows in exact_rows.items()
     }
-    shares = water_fill(sizes, budget_bytes(spec.rows, spec.compression, spec.bytes, full_bytes))
-    return {feature: max(1, share // row_bytes) for feature, share in shares.items()}
+    if spec.rows is not None:
+        rows = {feature: spec.rows for feature in statistics.features}
+        fits = {feature for feature in rows if spec.rows >= exact_rows[feature]}
+    else:
+        shares = water_fill(exact_bytes, budget_bytes(spec.rows, spec.compression, spec.bytes, full_bytes))
+        rows = {feature: max(1, share // (spec.row_dim * FLOAT_BYTES)) for feature, share in shares.items()}
+        fits = {feature for feature, share in shares.items() if share >= exact_bytes[feature]}
+    exact = frozenset(fits) if spec.exact_when_fits else frozenset()
+    rows.update({feature: exact_rows[feature] for feature in exact})
+    return TablePlan(rows=rows, exact=exact)
 
 
 class HashingLookup(LookupModule):
@@ -72,7 +91,12 @@ class HashingLookup(LookupModule):
 
     def __init__(self, spec: HashingSpec, statistics: FeatureStatistics) -> None:
         super().__init__(spec, statistics)
-        self.rows = hashed_rows(spec, statistics, self.full_bytes)
+        plan = plan_tables(spec, statistics, self.full_bytes)
+        self.rows = plan.rows
+        self.exact = plan.exact
+        self.vocabularies = Vocabularies(
+            {feature: statistics.vocabulary(feature, 1) for feature in self.feature_names if feature in self.exact}
+        )
         self.salts = {
             feature: [derive_salt(spec.seed, index, function) for function in range(spec.hash_functions)]
             for index, feature in enumerate(self.feature_names)
@@ -80,7 +104,7 @@ class HashingLookup(LookupModule):
         self.configs = [
             EmbeddingBagConfig(
                 name=f"hashing_{feature}",
-                embedding_dim=spec.row_dim,
+                embedding_dim=spec.embedding_dim if feature in self.exact else spec.row_dim,
                 num_embeddings=self.rows[feature],
                 feature_names=self.storage_features(feature),
             )
@@ -90,16 +114,24 @@ class HashingLookup(LookupModule):
 
     def storage_features(self, feature: str) -> list[str]:
         """Names the storage knows a feature by: itself, or one per hash function when concatenating."""
-        if self.spec.combine == "concat" and self.spec.hash_functions > 1:
+        if self.spec.combine == "concat" and self.spec.hash_functions > 1 and feature not in self.exact:
             return [f"{feature}/h{function}" for function in range(self.spec.hash_functions)]
         return [feature]
 
     def table_configs(self) -> list[EmbeddingBagConfig]:
         return self.configs
 
+    def index_bytes(self) -> int:
+        return self.vocabularies.bytes()
+
     def remap(self, features: KeyedJaggedTensor) -> KeyedJaggedTensor:
         keys, values, lengths = [], [], []
         for feature, ids, feature_lengths in split_features(features):
+            if feature in self.exact:
+                keys.append(feature)
+                values.append(self.vocabularies.rows(feature, ids))
+                lengths.append(feature_lengths)
+                continue
             rows = torch.stack([hash_ids(ids, salt, self.rows[feature]) for salt in self.salts[feature]], dim=1)
             names = self.storage_features(feature)
             if len(names) == 1:

@@ -112,19 +112,23 @@ def run_epochs(
         train_loader.set_epoch(epoch)
         step, samples_per_second = train_epoch(model, optimizer, train_loader, step, losses, listener, config, epoch)
         metrics = {"train/samples_per_s": samples_per_second, "epoch": epoch + 1}
-        metrics.update(prefixed("val", evaluate(model, eval_loader(job, "val"))))
+        metrics.update(prefixed("val", evaluate(model, eval_loader(job, "val"), show_progress(config))))
         listener.on_metrics(metrics, step)
         if config.checkpoint_dir is not None:
             state = {"epoch": epoch + 1, "step": step, "metrics": metrics, "tables": job.spec.to_dict(), "model": job.model}
             path = save_checkpoint(Path(config.checkpoint_dir), model, optimizer, state)
             listener.on_checkpoint(str(path), epoch + 1)
-    test = prefixed("test", evaluate(model, eval_loader(job, "test")))
+    test = prefixed("test", evaluate(model, eval_loader(job, "test"), show_progress(config)))
     listener.on_metrics(test, step)
     return TrainResult(metrics={**metrics, **test}, memory=memory, model=model, losses=losses)
 
 
 def eval_loader(job: Job, split: str) -> BatchLoader:
     return BatchLoader(job.cache, split, job.config.eval_batch_size)
+
+
+def show_progress(config: TrainConfig) -> bool:
+    return config.progress and is_main_process()
 
 
 def prefixed(prefix: str, values: dict[str, float]) -> dict[str, float]:
@@ -145,7 +149,7 @@ def train_epoch(
     model.train()
     bar = tqdm(
         total=loader.rows, unit="samples", unit_scale=True, desc=f"epoch {epoch + 1}/{config.epochs}",
-        disable=not (config.progress and is_main_process()), leave=False,
+        disable=not show_progress(config), leave=False,
     )
     started = time.perf_counter()
     samples = 0

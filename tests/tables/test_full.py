@@ -8,7 +8,7 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from recsys.data.stats import FeatureStatistics
 from recsys.tables import build_lookup, spec_from_mapping
-from recsys.tables.full import vocabulary_rows
+from recsys.tables.vocabulary import vocabulary_rows
 
 
 def test_vocabulary_rows_and_the_shared_row():

@@ -48,7 +48,10 @@ def table_rows(lookup, feature: str, rows: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("combine", ["sum", "concat"])
 def test_k_hash_functions_combine_their_rows(statistics, combine):
     spec = spec_from_mapping(
-        {"strategy": "hashing", "embedding_dim": 8, "rows": 97, "hash_functions": 2, "combine": combine, "seed": 3}
+        {
+            "strategy": "hashing", "embedding_dim": 8, "rows": 97, "hash_functions": 2, "combine": combine,
+            "seed": 3, "exact_when_fits": False,
+        }
     )
     lookup = build_lookup(spec, statistics)
     ids = np.array([[5, 6, 7, 8], [-40, 10**12, 3, 0]])
@@ -60,6 +63,30 @@ def test_k_hash_functions_combine_their_rows(statistics, combine):
         ]
         expected = parts[0] + parts[1] if combine == "sum" else torch.cat(parts, dim=1)
         torch.testing.assert_close(pooled[feature], expected)
+
+
+@pytest.mark.parametrize("combine", ["sum", "concat"])
+def test_features_that_fit_are_mapped_exactly(statistics, combine):
+    spec = spec_from_mapping(
+        {"strategy": "hashing", "embedding_dim": 8, "rows": 100, "hash_functions": 2, "combine": combine}
+    )
+    lookup = build_lookup(spec, statistics)
+    assert lookup.exact == {"small", "medium"}  # 3 and 60 distinct ids fit in 100 rows; 3000 and 20000 do not
+    assert lookup.rows["medium"] == statistics.cardinalities["medium"] + 1
+    assert lookup.rows["huge"] == 100
+    vocabulary = statistics.vocabulary("medium", 1)
+    ids = np.zeros((len(vocabulary), len(FEATURES)), dtype=np.int64)
+    ids[:, 1] = vocabulary
+    vectors = lookup(single_id_batch(ids)).to_dict()["medium"]
+    assert torch.unique(vectors, dim=0).shape[0] == len(vocabulary)  # no two seen ids share a vector
+    hashed = build_lookup(spec_from_mapping({**spec.to_dict(), "exact_when_fits": False}), statistics)
+    assert hashed.exact == frozenset() and hashed.memory_report().index_bytes == 0
+
+
+def test_bytes_budget_is_the_total_size(statistics):
+    spec = spec_from_mapping({"strategy": "hashing", "embedding_dim": 8, "bytes": 100_000})
+    report = build_lookup(spec, statistics).memory_report()
+    assert 95_000 <= report.total_bytes <= 100_000
 
 
 def test_water_fill_cuts_the_largest_first():
