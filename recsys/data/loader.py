@@ -33,6 +33,11 @@ class Batch:
     def __len__(self) -> int:
         return self.labels.shape[0]
 
+    def to(self, device: torch.device) -> "Batch":
+        if device.type == "cpu":
+            return self
+        return Batch(self.dense.to(device), self.sparse.to(device), self.labels.to(device))
+
 
 def make_batch(dense: np.ndarray, sparse: np.ndarray, labels: np.ndarray, keys: list[str]) -> Batch:
     """Build a Batch from row-major arrays: dense [B, D], sparse ids [B, F], labels [B]."""

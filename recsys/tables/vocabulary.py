@@ -19,8 +19,9 @@ def vocabulary_rows(vocabulary: torch.Tensor, ids: torch.Tensor) -> torch.Tensor
     size = vocabulary.numel()
     if size == 0:
         return torch.zeros_like(ids)
-    positions = torch.searchsorted(vocabulary, ids).clamp(max=size - 1)
-    return torch.where(vocabulary[positions] == ids, positions, size)
+    positions = torch.searchsorted(vocabulary, ids).clamp_(max=size - 1)
+    absent = vocabulary.index_select(0, positions) != ids
+    return positions.masked_fill_(absent, size)
 
 
 class Vocabularies(nn.Module):

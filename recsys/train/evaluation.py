@@ -8,6 +8,7 @@ from torch import nn
 from tqdm import tqdm
 
 from recsys.data.loader import BatchLoader
+from recsys.train.distributed import compute_device
 from recsys.train.metrics import log_loss, roc_auc
 
 
@@ -18,8 +19,10 @@ def predict(model: nn.Module, loader: BatchLoader, progress: bool = False) -> tu
     probabilities, labels = [], []
     bar = tqdm(total=loader.rows, unit="samples", unit_scale=True, desc=f"evaluate {loader.split}",
                disable=not progress, leave=False)
+    device = compute_device()
     for batch in loader:
-        probabilities.append(torch.sigmoid(model(batch.dense, batch.sparse)).numpy())
+        logits = model(batch.dense.to(device), batch.sparse.to(device))
+        probabilities.append(torch.sigmoid(logits).cpu().numpy())
         labels.append(batch.labels.numpy())
         bar.update(len(batch))
     bar.close()

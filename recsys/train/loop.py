@@ -22,7 +22,13 @@ from recsys.tables.interface import MemoryReport
 from recsys.tables.spec import TableSpec
 from recsys.train.checkpoint import latest_checkpoint, load_checkpoint, read_progress, save_checkpoint
 from recsys.train.config import TrainConfig
-from recsys.train.distributed import ensure_process_group, is_main_process, make_optimizer, shard_model
+from recsys.train.distributed import (
+    compute_device,
+    ensure_process_group,
+    is_main_process,
+    make_optimizer,
+    shard_model,
+)
 from recsys.train.evaluation import evaluate
 from recsys.train.events import Listener, RunStart
 
@@ -153,7 +159,9 @@ def train_epoch(
     )
     started = time.perf_counter()
     samples = 0
+    device = compute_device()
     for batch in loader:
+        batch = batch.to(device)
         optimizer.zero_grad()
         logits = model(batch.dense, batch.sparse)
         loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, batch.labels)
