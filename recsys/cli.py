@@ -73,7 +73,7 @@ def add_data_commands(commands) -> None:
     prepare.add_argument("--split", type=split_fractions, default=(0.8, 0.1, 0.1), help="train,val,test fractions by row order (default 0.8,0.1,0.1)")
     prepare.add_argument("--skip-bad-rows", action="store_true", help="skip malformed rows and report them, instead of stopping at the first")
     prepare.add_argument("--overwrite", action="store_true", help="replace an existing cache")
-    prepare.add_argument("--block-mb", type=int, default=32, help="raw megabytes parsed per block; bounds memory (default 32)")
+    prepare.add_argument("--block-mb", type=int, default=32, help="raw megabytes parsed per block, at least 1; bounds memory (default 32)")
 
 
 def add_train_command(commands) -> None:
@@ -123,8 +123,9 @@ def run_prepare(arguments) -> None:
         split=arguments.split, skip_bad_rows=arguments.skip_bad_rows, overwrite=arguments.overwrite,
         block_bytes=arguments.block_mb << 20,
     )
-    total_bytes = sum(path.stat().st_size for path in arguments.inputs if path.is_file())
-    with tqdm(total=total_bytes, unit="B", unit_scale=True, desc="prepare") as bar:
+    compressed = any(path.suffix == ".gz" for path in arguments.inputs)
+    total_bytes = None if compressed else sum(path.stat().st_size for path in arguments.inputs if path.is_file())
+    with tqdm(total=total_bytes, unit="B", unit_scale=True, desc="prepare (uncompressed bytes)") as bar:
         rows = 0
 
         def on_block(block_rows: int, raw_bytes: int) -> None:

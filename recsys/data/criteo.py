@@ -28,6 +28,8 @@ from recsys.data.schema import CRITEO, MISSING_ID
 
 FIELDS = len(CRITEO.columns)
 MAX_HEX_DIGITS = 8
+MAX_LINE_BYTES = 1 << 20
+"""A Criteo line is about 250 bytes; a megabyte without a line end means the file is something else."""
 RAW_SCHEMA = {name: pl.String for name in CRITEO.columns}
 TYPED_SCHEMA = {
     **{name: pl.Int64 for name in (CRITEO.label, *CRITEO.dense_features)},
@@ -46,17 +48,22 @@ def line_blocks(path: Path, block_bytes: int) -> Iterator[tuple[bytes, int]]:
     """Yield (block of whole lines ending in a newline, 1-based number of its first line)."""
     next_line = 1
     remainder = b""
-    with open_raw(path) as stream:
-        while True:
-            data = stream.read(block_bytes)
-            if not data:
-                break
-            data = remainder + data
-            cut = data.rfind(b"\n") + 1
-            remainder = data[cut:]
-            if cut:
-                yield data[:cut], next_line
-                next_line += data.count(b"\n", 0, cut)
+    try:
+        with open_raw(path) as stream:
+            while data := stream.read(block_bytes):
+                data = remainder + data
+                cut = data.rfind(b"\n") + 1
+                remainder = data[cut:]
+                if len(remainder) > MAX_LINE_BYTES:
+                    line = next_line + data.count(b"\n", 0, cut)
+                    raise ValueError(
+                        f"{path}:{line}: no line end in {MAX_LINE_BYTES:,} bytes; is this a Criteo text file?"
+                    )
+                if cut:
+                    yield data[:cut], next_line
+                    next_line += data.count(b"\n", 0, cut)
+    except (OSError, EOFError) as error:  # unreadable, or a corrupt or truncated gzip stream
+        raise ValueError(f"{path}: cannot read past line {next_line - 1}: {error}") from error
     if remainder:
         yield remainder + b"\n", next_line
 
@@ -86,14 +93,11 @@ def parse_clean_block(block: bytes) -> pl.DataFrame | None:
         typed = pl.read_csv(
             block, separator="\t", has_header=False, schema=TYPED_SCHEMA, quote_char=None, truncate_ragged_lines=False
         )
-    except pl.exceptions.ComputeError:
+    except pl.exceptions.PolarsError:
         return None
-    hexes = typed.select(hex_expressions())
-    invalid = [typed[name].is_not_null() & hexes[name].is_null() for name in CRITEO.sparse_features]
-    invalid.append(~typed[CRITEO.label].is_in([0, 1]).fill_null(False))
-    if pl.DataFrame(invalid).select(pl.any_horizontal(pl.all()).any()).item():
+    parsed = pl.concat([typed.select(CRITEO.label, *CRITEO.dense_features), typed.select(hex_expressions())], how="horizontal")
+    if problem_masks(typed, parsed).select(pl.any_horizontal(pl.all()).any()).item():
         return None
-    parsed = pl.concat([typed.select(CRITEO.label, *CRITEO.dense_features), hexes], how="horizontal")
     return parsed.select(prepared_expressions())
 
 
@@ -142,9 +146,13 @@ def drop_ragged_lines(
 
 
 def hex_expressions() -> list[pl.Expr]:
-    """Each C column's hex string as an integer; null where missing, not hex or too long."""
+    """Each C column's hex string as an integer; null where missing, signed, not hex or too long."""
     return [
-        pl.when(pl.col(name).str.len_bytes() <= MAX_HEX_DIGITS)
+        pl.when(
+            (pl.col(name).str.len_bytes() <= MAX_HEX_DIGITS)
+            & ~pl.col(name).str.starts_with("-")
+            & ~pl.col(name).str.starts_with("+")
+        )
         .then(pl.col(name).str.to_integer(base=16, strict=False))
         .alias(name)
         for name in CRITEO.sparse_features
@@ -158,54 +166,39 @@ def parsed_expressions() -> list[pl.Expr]:
     return label + dense + hex_expressions()
 
 
+def problem_masks(raw: pl.DataFrame, parsed: pl.DataFrame) -> pl.DataFrame:
+    """One boolean column per field: True where a present raw value did not parse (or a label is not 0/1).
+
+    The one definition of a valid row, shared by the fast and the checked path.
+    """
+    masks = {CRITEO.label: ~parsed[CRITEO.label].is_in([0, 1]).fill_null(False)}
+    for name in (*CRITEO.dense_features, *CRITEO.sparse_features):
+        masks[name] = (raw[name].is_not_null() & parsed[name].is_null()).fill_null(False)
+    return pl.DataFrame(masks)
+
+
 def convert(raw: pl.DataFrame, line_numbers: np.ndarray, path: str, tally: BadRowTally) -> pl.DataFrame:
-    """Parse and validate the raw strings; transform into the prepared schema."""
+    """Parse and validate the raw strings; report bad rows; transform the rest into the prepared schema."""
     parsed = raw.select(parsed_expressions())
-    bad = bad_value_mask(raw, parsed)
+    masks = problem_masks(raw, parsed)
+    bad = masks.select(pl.any_horizontal(pl.all())).to_series()
     if bad.any():
-        report_bad_values(raw, parsed, bad, line_numbers, path, tally)
-        raw, parsed = raw.filter(~bad), parsed.filter(~bad)
+        for row_index in np.flatnonzero(bad.to_numpy()):
+            kind, detail = describe_problem(masks.row(int(row_index), named=True), raw.row(int(row_index), named=True))
+            tally.report(path, int(line_numbers[row_index]), kind, detail)
+        parsed = parsed.filter(~bad)
     return parsed.select(prepared_expressions())
 
 
-def bad_value_mask(raw: pl.DataFrame, parsed: pl.DataFrame) -> pl.Series:
-    invalid = [
-        (raw[name].is_not_null() & (parsed[name].is_null() | (parsed[name] < 0)))
-        for name in CRITEO.sparse_features
-    ]
-    invalid += [raw[name].is_not_null() & parsed[name].is_null() for name in CRITEO.dense_features]
-    invalid.append(~parsed[CRITEO.label].is_in([0, 1]).fill_null(False))
-    return pl.DataFrame(invalid).select(pl.any_horizontal(pl.all())).to_series()
-
-
-def report_bad_values(
-    raw: pl.DataFrame,
-    parsed: pl.DataFrame,
-    bad: pl.Series,
-    line_numbers: np.ndarray,
-    path: str,
-    tally: BadRowTally,
-) -> None:
-    for row_index in np.flatnonzero(bad.to_numpy()):
-        line = int(line_numbers[row_index])
-        kind, detail = describe_bad_row(raw.row(int(row_index), named=True), parsed.row(int(row_index), named=True))
-        tally.report(path, line, kind, detail)
-
-
-def describe_bad_row(raw: dict, parsed: dict) -> tuple[str, str]:
-    """The first problem of a row, as (summary kind, message naming the field and value)."""
-    if parsed[CRITEO.label] not in (0, 1):
-        return "bad label", f"label: expected 0 or 1, got {raw[CRITEO.label]!r}"
-    for name in CRITEO.dense_features:
-        if raw[name] is not None and parsed[name] is None:
-            return f"{name} not an integer", f"{name}: expected an integer, got {raw[name]!r}"
-    for name in CRITEO.sparse_features:
-        if raw[name] is not None and (parsed[name] is None or parsed[name] < 0):
-            return (
-                f"{name} not hex",
-                f"{name}: expected a hex string of at most {MAX_HEX_DIGITS} digits, got {raw[name]!r}",
-            )
-    raise AssertionError("describe_bad_row called on a valid row")
+def describe_problem(masks: dict[str, bool], raw: dict[str, str | None]) -> tuple[str, str]:
+    """The first problem of a row, as (summary kind, message naming the field and the value)."""
+    field = next(name for name in CRITEO.columns if masks[name])
+    value = raw[field]
+    if field == CRITEO.label:
+        return "bad label", f"label: expected 0 or 1, got {value!r}"
+    if field in CRITEO.dense_features:
+        return f"{field} not an integer", f"{field}: expected an integer, got {value!r}"
+    return f"{field} not hex", f"{field}: expected an unsigned hex string of at most {MAX_HEX_DIGITS} digits, got {value!r}"
 
 
 def prepared_expressions() -> list[pl.Expr]:

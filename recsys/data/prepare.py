@@ -38,12 +38,16 @@ class PrepareOptions:
             raise ValueError(f"split needs three non-negative fractions (train, val, test), got {self.split}")
         if abs(sum(self.split) - 1.0) > 1e-6:
             raise ValueError(f"split fractions must add up to 1, got {self.split} (sum {sum(self.split)})")
+        if self.split[0] <= 0:
+            raise ValueError(f"the training split needs a positive fraction, got {self.split}")
+        if self.block_bytes < 1 << 20:
+            raise ValueError(f"blocks must be at least 1 MB, got {self.block_bytes:,} bytes")
 
 
 def split_rows(total: int, fractions: tuple[float, float, float]) -> dict[str, int]:
-    """Rows per split; the test split takes the rounding remainder."""
-    train = int(total * fractions[0])
-    val = int(total * fractions[1])
+    """Rows per split (rounded to the nearest row); the test split takes the remainder."""
+    train = round(total * fractions[0])
+    val = min(round(total * fractions[1]), total - train)
     return dict(zip(SPLITS, (train, val, total - train - val)))
 
 
@@ -55,6 +59,16 @@ def check_inputs(paths: list[Path]) -> None:
             raise FileNotFoundError(f"input file {path} does not exist")
 
 
+def check_output(output: Path, overwrite: bool) -> None:
+    """Refuse to replace anything but a prepared cache, and that only when asked."""
+    if not output.exists():
+        return
+    if not overwrite:
+        raise FileExistsError(f"{output} already exists; pass --overwrite to replace it")
+    if not (output / META_FILE).exists():
+        raise FileExistsError(f"{output} exists and is not a prepared cache (no {META_FILE}); it will not be replaced")
+
+
 def prepare(
     paths: list[Path],
     output: Path,
@@ -63,8 +77,7 @@ def prepare(
 ) -> PreparedCache:
     """Prepare `paths` (in order) into the cache at `output`; `on_block(rows, bytes)` reports progress."""
     check_inputs(paths)
-    if output.exists() and not options.overwrite:
-        raise FileExistsError(f"{output} already exists; pass --overwrite to replace it")
+    check_output(output, options.overwrite)
     partial = output.with_name(output.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     try:
@@ -74,6 +87,8 @@ def prepare(
         if total == 0:
             raise ValueError(f"no valid rows in {', '.join(map(str, paths))}")
         splits = split_rows(total, options.split)
+        if splits["train"] == 0:
+            raise ValueError(f"{total} rows leave the training split empty; give more rows or a larger train fraction")
         parts = sorted((partial / PARTS_DIRECTORY).glob("part-*.parquet"))
         train_rows = pl.scan_parquet(parts).head(splits["train"])
         cardinalities = write_statistics(train_rows, list(CRITEO.sparse_features), partial / FREQUENCY_DIRECTORY)

@@ -11,7 +11,6 @@ Dense values are transformed once, here, so that training and serving share one 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,14 +57,7 @@ CRITEO = DatasetSchema(
 )
 
 
-def transform_dense(value: float | None) -> float:
-    """The dense transform of one raw integer value: log(1 + max(x, 0)), missing -> 0."""
-    if value is None:
-        return 0.0
-    return math.log1p(max(float(value), 0.0))
-
-
 def transform_dense_array(values: np.ndarray) -> np.ndarray:
-    """`transform_dense` over an array; NaN stands for missing."""
+    """The dense transform log(1 + max(x, 0)) of raw integers; NaN stands for missing and becomes 0."""
     clipped = np.clip(np.nan_to_num(values.astype(np.float64), nan=0.0), 0.0, None)
     return np.log1p(clipped).astype(np.float32)

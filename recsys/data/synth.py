@@ -138,11 +138,13 @@ class PlantedModel:
         chosen = generator.choice(len(pairs), size=config.interaction_pairs, replace=False)
         self.pairs = [pairs[index] for index in sorted(chosen)]
         self.bias = 0.0
-        self.bias = self.calibrated_bias()
+        calibration = self.sample_features(np.random.default_rng([config.seed, 7]), 50_000)
+        self.dense_center = transform_dense_array(calibration[0]).mean(axis=0)
+        self.bias = self.calibrated_bias(calibration)
 
-    def calibrated_bias(self) -> float:
-        """The bias that gives the configured click rate, found by bisection on a fixed sample."""
-        logits = self.logits(*self.sample_features(np.random.default_rng([self.config.seed, 7]), 50_000)[1:])
+    def calibrated_bias(self, sample: tuple[np.ndarray, np.ndarray, np.ndarray]) -> float:
+        """The bias that gives the configured click rate on a fixed sample, found by bisection."""
+        logits = self.logits(*sample)
         low, high = -20.0, 20.0
         for _ in range(60):
             middle = (low + high) / 2
@@ -152,7 +154,7 @@ class PlantedModel:
 
     def sample_features(
         self, generator: np.random.Generator, rows: int
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Raw dense integers (NaN = missing), value ranks, and missing masks of `rows` rows."""
         dense = np.floor(generator.lognormal(0.0, 1.2, size=(rows, len(CRITEO.dense_features))) * self.dense_scales)
         dense[:, 1] -= generator.random(rows) < 0.05  # Criteo's I2 has small negative values
@@ -165,7 +167,7 @@ class PlantedModel:
             axis=1,
         )
         missing = generator.random(ranks.shape) < self.missing_rates
-        return dense, dense, ranks, missing
+        return dense, ranks, missing
 
     def logits(self, dense: np.ndarray, ranks: np.ndarray, missing: np.ndarray) -> np.ndarray:
         seed = self.config.seed
@@ -179,8 +181,7 @@ class PlantedModel:
                 left = hashed_normal(seed, 10 + component * 2, first, keys[:, first])
                 right = hashed_normal(seed, 10 + component * 2, second, keys[:, second])
                 logits += scale * left * right
-        transformed = transform_dense_array(dense)
-        logits += (transformed - transformed.mean(axis=0)) @ self.dense_weights
+        logits += (transform_dense_array(dense) - self.dense_center) @ self.dense_weights
         return logits
 
 
@@ -190,7 +191,7 @@ def generate_blocks(config: SynthConfig, block_rows: int = 200_000) -> Iterator[
     for block_index, start in enumerate(range(0, config.rows, block_rows)):
         rows = min(block_rows, config.rows - start)
         generator = np.random.default_rng([config.seed, 1, block_index])
-        _, dense, ranks, missing = model.sample_features(generator, rows)
+        dense, ranks, missing = model.sample_features(generator, rows)
         probabilities = 1.0 / (1.0 + np.exp(-model.logits(dense, ranks, missing)))
         labels = (generator.random(rows) < probabilities).astype(np.int8)
         columns = {CRITEO.label: pl.Series(labels)}

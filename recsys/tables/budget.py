@@ -42,10 +42,10 @@ def water_fill(sizes: dict[str, int], budget: int) -> dict[str, int]:
     return {feature: int(share) for feature, share in shares.items()}
 
 
-def budget_bytes(
-    rows: int | None, compression: float | None, total_bytes: int | None, full_bytes: int
-) -> int | None:
-    """The byte budget of a spec: from compression or bytes; None when sized by rows."""
+def budget_bytes(compression: float | None, total_bytes: int | None, full_bytes: int) -> int:
+    """The byte budget of a spec sized by `compression` (against `full_bytes`) or by `bytes`."""
     if compression is not None:
         return int(full_bytes / compression)
+    if total_bytes is None:
+        raise ValueError("a budget needs compression or bytes")
     return total_bytes

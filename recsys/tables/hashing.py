@@ -19,6 +19,7 @@ the DLRM reference, whose modulo on dense indices leaves features smaller than t
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from typing import Literal
 
@@ -68,21 +69,31 @@ class TablePlan:
 
 def plan_tables(spec: HashingSpec, statistics: FeatureStatistics, full_bytes: int) -> TablePlan:
     """Size every feature's table from `spec.rows` or the budget; see the module docstring."""
+    row_bytes = spec.row_dim * FLOAT_BYTES
     exact_rows = {feature: full_rows(count) for feature, count in statistics.cardinalities.items()}
     exact_bytes = {
         feature: rows * spec.embedding_dim * FLOAT_BYTES + INDEX_BYTES * statistics.cardinalities[feature]
         for feature, rows in exact_rows.items()
     }
     if spec.rows is not None:
-        rows = {feature: spec.rows for feature in statistics.features}
-        fits = {feature for feature in rows if spec.rows >= exact_rows[feature]}
+        shares = {feature: spec.rows * row_bytes for feature in statistics.features}
     else:
-        shares = water_fill(exact_bytes, budget_bytes(spec.rows, spec.compression, spec.bytes, full_bytes))
-        rows = {feature: max(1, share // (spec.row_dim * FLOAT_BYTES)) for feature, share in shares.items()}
-        fits = {feature for feature, share in shares.items() if share >= exact_bytes[feature]}
-    exact = frozenset(fits) if spec.exact_when_fits else frozenset()
-    rows.update({feature: exact_rows[feature] for feature in exact})
+        budget = budget_bytes(spec.compression, spec.bytes, full_bytes)
+        sizes = exact_bytes if spec.exact_when_fits else {f: rows * row_bytes for f, rows in exact_rows.items()}
+        shares = water_fill(sizes, budget)
+    exact = frozenset(
+        feature for feature, share in shares.items() if spec.exact_when_fits and share >= exact_bytes[feature]
+    )
+    rows = {
+        feature: exact_rows[feature] if feature in exact else max(1, share // row_bytes)
+        for feature, share in shares.items()
+    }
     return TablePlan(rows=rows, exact=exact)
+
+
+def name_key(feature: str) -> int:
+    """A stable integer for a feature name, so a feature hashes alike whatever the feature order."""
+    return zlib.crc32(feature.encode())
 
 
 class HashingLookup(LookupModule):
@@ -98,8 +109,8 @@ class HashingLookup(LookupModule):
             {feature: statistics.vocabulary(feature, 1) for feature in self.feature_names if feature in self.exact}
         )
         self.salts = {
-            feature: [derive_salt(spec.seed, index, function) for function in range(spec.hash_functions)]
-            for index, feature in enumerate(self.feature_names)
+            feature: [derive_salt(spec.seed, name_key(feature), function) for function in range(spec.hash_functions)]
+            for feature in self.feature_names
         }
         self.configs = [
             EmbeddingBagConfig(

@@ -76,8 +76,10 @@ def test_missing_values_and_no_trailing_newline(tmp_path):
         (GOOD_ROW + "\textra", "expected 40 tab-separated fields, found 41"),
         ("", "expected 40 tab-separated fields, found 1"),
         (GOOD_ROW.replace("1\t0\t1", "1\t0\tx1", 1), "I2: expected an integer, got 'x1'"),
-        (GOOD_ROW.replace("00000002", "0000zz02"), "C3: expected a hex string"),
-        (GOOD_ROW.replace("00000002", "1234567890"), "C3: expected a hex string"),
+        (GOOD_ROW.replace("00000002", "0000zz02"), "C3: expected an unsigned hex string of at most 8 digits"),
+        (GOOD_ROW.replace("00000002", "1234567890"), "C3: expected an unsigned hex string"),
+        (GOOD_ROW.replace("00000002", "-1"), "C3: expected an unsigned hex string of at most 8 digits, got '-1'"),
+        (GOOD_ROW.replace("00000002", "+ff"), "C3: expected an unsigned hex string of at most 8 digits, got '+ff'"),
         ("2" + GOOD_ROW[1:], "label: expected 0 or 1, got '2'"),
         ("\t" + GOOD_ROW[2:], "label: expected 0 or 1, got None"),
     ],
@@ -91,6 +93,33 @@ def test_bad_row_stops_with_file_line_and_reason(tmp_path, bad_line, message):
     assert message in str(caught.value)
     assert f"{path}:3:" in str(caught.value)
     assert "--skip-bad-rows" in str(caught.value)
+
+
+@pytest.mark.parametrize("first", [True, False])
+def test_ragged_lines_that_balance_the_tab_count_are_found(tmp_path, first):
+    short = "\t".join(GOOD_ROW.split("\t")[:-1])
+    long = GOOD_ROW + "\textra"
+    lines = [short, GOOD_ROW, long] if first else [GOOD_ROW, long, short]
+    path = write_lines(tmp_path / "balanced.tsv", lines)
+    with pytest.raises(MalformedRowError) as caught:
+        read_all([path])
+    assert caught.value.line == (1 if first else 2)
+    frame, tally = read_all([path], skip=True)
+    assert len(frame) == 1 and tally.counts == {"wrong field count": 2}
+
+
+def test_a_file_without_line_ends_is_refused_with_bounded_memory(tmp_path):
+    path = tmp_path / "one-line.tsv"
+    path.write_bytes(GOOD_ROW.encode().replace(b"\t", b"\r") * 10_000)  # 1.1 MB, no \n
+    with pytest.raises(ValueError, match=r"one-line.tsv:1: no line end in 1,048,576 bytes"):
+        read_all([path], block_bytes=64 << 10)
+
+
+def test_a_corrupt_gzip_file_is_named(tmp_path):
+    path = tmp_path / "broken.tsv.gz"
+    path.write_bytes(gzip.compress((GOOD_ROW + "\n").encode() * 1000)[:-20])
+    with pytest.raises(ValueError, match=r"broken.tsv.gz: cannot read"):
+        read_all([path])
 
 
 def test_skip_bad_rows_counts_every_reason(tmp_path):

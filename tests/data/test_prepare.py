@@ -9,7 +9,7 @@ import pytest
 
 from recsys.data.bad_rows import MalformedRowError
 from recsys.data.cache import PreparedCache
-from recsys.data.prepare import PrepareOptions, prepare
+from recsys.data.prepare import PrepareOptions, prepare, split_rows
 from recsys.data.schema import MISSING_ID
 
 
@@ -81,12 +81,23 @@ def test_skipped_rows_are_reported_in_the_cache(tmp_path, synthetic_file):
 def test_refuses_to_overwrite_and_bad_options(tmp_path, synthetic_file):
     output = tmp_path / "cache"
     output.mkdir()
+    (output / "notes.txt").write_text("mine")
     with pytest.raises(FileExistsError, match="--overwrite"):
         prepare([synthetic_file], output)
+    with pytest.raises(FileExistsError, match="is not a prepared cache"):
+        prepare([synthetic_file], output, PrepareOptions(overwrite=True))
+    assert (output / "notes.txt").read_text() == "mine"
+    with pytest.raises(ValueError, match="training split needs a positive fraction"):
+        PrepareOptions(split=(0.0, 0.5, 0.5))
     with pytest.raises(ValueError, match="add up to 1"):
         PrepareOptions(split=(0.5, 0.2, 0.2))
     with pytest.raises(FileNotFoundError, match="does not exist"):
         prepare([tmp_path / "missing.tsv"], tmp_path / "other")
+
+
+def test_split_rounds_to_the_nearest_row():
+    assert split_rows(100, (0.29, 0.71, 0.0)) == {"train": 29, "val": 71, "test": 0}
+    assert split_rows(10, (0.8, 0.1, 0.1)) == {"train": 8, "val": 1, "test": 1}
 
 
 def test_open_explains_what_is_missing(tmp_path):

@@ -46,7 +46,7 @@ def test_rows_follow_the_criteo_profile(synthetic_cache):
 def test_click_rate_and_planted_signal():
     config = SynthConfig(rows=20_000, cardinality_scale=0.01, seed=5, click_rate=0.3)
     model = PlantedModel(config)
-    _, dense, ranks, missing = model.sample_features(np.random.default_rng(0), 20_000)
+    dense, ranks, missing = model.sample_features(np.random.default_rng(0), 20_000)
     logits = model.logits(dense, ranks, missing)
     labels = np.random.default_rng(1).random(20_000) < 1 / (1 + np.exp(-logits))
     assert labels.mean() == pytest.approx(0.3, abs=0.02)

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from recsys.config import ConfigError
+from recsys.data.stats import FeatureStatistics
 from recsys.tables import build_lookup, spec_from_mapping
 from recsys.tables.budget import water_fill
 from recsys.tables.hashes import derive_salt, hash_ids
@@ -67,13 +68,14 @@ def test_k_hash_functions_combine_their_rows(statistics, combine):
 
 @pytest.mark.parametrize("combine", ["sum", "concat"])
 def test_features_that_fit_are_mapped_exactly(statistics, combine):
+    rows = 100 if combine == "sum" else 200  # concat rows are half as wide
     spec = spec_from_mapping(
-        {"strategy": "hashing", "embedding_dim": 8, "rows": 100, "hash_functions": 2, "combine": combine}
+        {"strategy": "hashing", "embedding_dim": 8, "rows": rows, "hash_functions": 2, "combine": combine}
     )
     lookup = build_lookup(spec, statistics)
-    assert lookup.exact == {"small", "medium"}  # 3 and 60 distinct ids fit in 100 rows; 3000 and 20000 do not
+    assert lookup.exact == {"small", "medium"}  # 3 and 60 distinct ids fit in those bytes; 3000 and 20000 do not
     assert lookup.rows["medium"] == statistics.cardinalities["medium"] + 1
-    assert lookup.rows["huge"] == 100
+    assert lookup.rows["huge"] == rows
     vocabulary = statistics.vocabulary("medium", 1)
     ids = np.zeros((len(vocabulary), len(FEATURES)), dtype=np.int64)
     ids[:, 1] = vocabulary
@@ -81,6 +83,33 @@ def test_features_that_fit_are_mapped_exactly(statistics, combine):
     assert torch.unique(vectors, dim=0).shape[0] == len(vocabulary)  # no two seen ids share a vector
     hashed = build_lookup(spec_from_mapping({**spec.to_dict(), "exact_when_fits": False}), statistics)
     assert hashed.exact == frozenset() and hashed.memory_report().index_bytes == 0
+    assert set(hashed.rows.values()) == {rows}
+
+
+def test_exact_features_never_cost_more_than_hashing_them(statistics):
+    # concat rows are dim / 2 wide: 70 rows of 4 floats cannot hold 61 ids at 8 floats exactly
+    spec = spec_from_mapping(
+        {"strategy": "hashing", "embedding_dim": 8, "rows": 70, "hash_functions": 2, "combine": "concat"}
+    )
+    lookup = build_lookup(spec, statistics)
+    assert lookup.exact == {"small"}
+    assert lookup.memory_report().total_bytes <= 4 * 70 * 4 * 4
+
+
+def test_budget_without_exact_tables_is_spent_on_hashed_rows(statistics):
+    spec = spec_from_mapping(
+        {"strategy": "hashing", "embedding_dim": 8, "compression": 1, "exact_when_fits": False}
+    )
+    lookup = build_lookup(spec, statistics)
+    assert lookup.rows == {feature: count + 1 for feature, count in statistics.cardinalities.items()}
+
+
+def test_a_feature_hashes_alike_in_any_feature_order():
+    ids = np.arange(50)
+    forward = FeatureStatistics.from_ids({"a": ids, "b": ids})
+    backward = FeatureStatistics.from_ids({"b": ids, "a": ids})
+    spec = spec_from_mapping({"strategy": "hashing", "rows": 7, "exact_when_fits": False})
+    assert build_lookup(spec, forward).salts == build_lookup(spec, backward).salts
 
 
 def test_bytes_budget_is_the_total_size(statistics):
