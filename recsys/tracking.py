@@ -2,21 +2,33 @@
 
 The store is a sqlite file `mlflow.db` in the working directory unless `--tracking-uri` or
 `MLFLOW_TRACKING_URI` names another (for example a server, `http://127.0.0.1:5000`). The store is
-checked when the tracker is made, so an unreachable server stops the run before training starts.
+checked when the tracker is made, failing fast, so an unreachable server stops the run before
+training starts. Once training runs, a logging failure (a server restart, a network blip) does not
+stop it: the tracker warns, keeps the points it could not send and sends them with the next batch.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from recsys.config import flatten
 from recsys.train.events import Listener, RunStart
 
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
 DEFAULT_EXPERIMENT = "recsys"
-LOSS_FLUSH_EVERY = 100
+FLUSH_EVERY = 100
 MAX_PARAM_LENGTH = 6000
+MAX_PENDING_POINTS = 100_000
+CHECK_ENVIRONMENT = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+"""While checking the store before training: fail within seconds instead of retrying for minutes."""
 
 
 class TrackingUnavailable(RuntimeError):
@@ -39,18 +51,33 @@ def artifact_location(tracking_uri: str) -> str | None:
     return None
 
 
-def connect(tracking_uri: str, experiment: str):
-    """An MlflowClient and the experiment id, or TrackingUnavailable with the reason."""
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+@contextmanager
+def environment(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for a block (values the user set win), then restore them."""
+    saved = {name: os.environ.get(name) for name in values}
+    for name, value in values.items():
+        os.environ.setdefault(name, value)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def connect(tracking_uri: str, experiment: str) -> tuple[MlflowClient, str]:
+    """An MlflowClient and the id of `experiment` (created if missing), or TrackingUnavailable."""
     from mlflow.tracking import MlflowClient
 
     try:
-        client = MlflowClient(tracking_uri=tracking_uri)
-        found = client.get_experiment_by_name(experiment)
-        if found is not None:
-            return client, found.experiment_id
-        return client, client.create_experiment(experiment, artifact_location=artifact_location(tracking_uri))
+        with environment(CHECK_ENVIRONMENT):
+            client = MlflowClient(tracking_uri=tracking_uri)
+            found = client.get_experiment_by_name(experiment)
+            if found is not None:
+                return client, found.experiment_id
+            return client, client.create_experiment(experiment, artifact_location=artifact_location(tracking_uri))
     except Exception as error:  # MLflow raises many kinds (connection, SQL, REST); all mean the same here
         raise TrackingUnavailable(
             f"cannot use the MLflow tracking store {tracking_uri}: {type(error).__name__}: {str(error)[:300]}. "
@@ -73,68 +100,75 @@ class MLflowTracker(Listener):
         self.run_name = run_name
         self.parent_run_id = parent_run_id
         self.run_id: str | None = None
-        self.pending_losses: list[tuple[int, float]] = []
+        self.pending: list[tuple[str, float, int]] = []
+        self.failures = 0
 
     def on_start(self, start: RunStart) -> None:
         from mlflow.entities import Param
 
-        tags = {f"recsys.{name}": value for name, value in start.tags.items()}
-        tags.update(start.tags)
+        tags = dict(start.tags)
         if self.parent_run_id is not None:
             tags["mlflow.parentRunId"] = self.parent_run_id
-        run = self.client.create_run(self.experiment_id, run_name=self.run_name, tags=tags)
-        self.run_id = run.info.run_id
+        self.run_id = self.client.create_run(self.experiment_id, run_name=self.run_name, tags=tags).info.run_id
         params = [Param(key, str(value)[:MAX_PARAM_LENGTH]) for key, value in flatten(start.params).items()]
         for begin in range(0, len(params), 100):
             self.client.log_batch(self.run_id, params=params[begin : begin + 100])
-        self.log_metrics(
-            {
-                "table/param_bytes": start.memory["parameter_bytes"],
-                "table/index_bytes": start.memory["index_bytes"],
-                "table/optimizer_bytes": start.memory["optimizer_bytes"],
-                "table/full_bytes": start.memory["full_bytes"],
-                "table/total_bytes": start.memory["total_bytes"],
-                "table/compression": start.memory["compression"],
-            },
-            step=0,
-        )
+        memory = {f"table/{name}": value for name, value in start.memory.items()}
+        memory["table/param_bytes"] = memory.pop("table/parameter_bytes")
+        self.on_metrics(memory, step=0)
         if start.spec_text:
             self.client.log_text(self.run_id, start.spec_text, "tables.toml")
         if start.plan:
             self.client.log_text(self.run_id, start.plan, "sharding_plan.txt")
 
     def on_step(self, step: int, loss: float) -> None:
-        self.pending_losses.append((step, loss))
-        if len(self.pending_losses) >= LOSS_FLUSH_EVERY:
-            self.flush_losses()
+        self.pending.append(("train/loss", loss, step))
+        if len(self.pending) >= FLUSH_EVERY:
+            self.flush()
 
     def on_metrics(self, metrics: dict[str, float], step: int) -> None:
-        self.flush_losses()
-        self.log_metrics(metrics, step)
+        self.pending.extend((name, float(value), step) for name, value in metrics.items())
+        self.flush()
 
     def on_checkpoint(self, path: str, epoch: int) -> None:
-        self.client.set_tag(self.run_id, "recsys.checkpoint", path)
+        self.attempt(lambda: self.client.set_tag(self.run_id, "recsys.checkpoint", path))
 
     def on_end(self, failed: bool) -> None:
         if self.run_id is None:
             return
-        self.flush_losses()
-        self.client.set_terminated(self.run_id, status="FAILED" if failed else "FINISHED")
+        self.flush()
+        self.attempt(lambda: self.client.set_terminated(self.run_id, status="FAILED" if failed else "FINISHED"))
+        if self.pending:
+            print(
+                f"warning: {len(self.pending)} metric points of MLflow run {self.run_id} could not be recorded",
+                file=sys.stderr,
+            )
 
-    def flush_losses(self) -> None:
+    def flush(self) -> None:
+        """Send pending metric points; on failure keep them (up to a bound) for the next flush."""
         from mlflow.entities import Metric
 
-        if self.run_id is None or not self.pending_losses:
+        if self.run_id is None or not self.pending:
             return
         now = int(time.time() * 1000)
-        metrics = [Metric("train/loss", loss, now, step) for step, loss in self.pending_losses]
-        self.client.log_batch(self.run_id, metrics=metrics)
-        self.pending_losses.clear()
+        points = [Metric(name, value, now, step) for name, value, step in self.pending]
+        for begin in range(0, len(points), 1000):
+            if not self.attempt(lambda: self.client.log_batch(self.run_id, metrics=points[begin : begin + 1000])):
+                self.pending = self.pending[begin:][-MAX_PENDING_POINTS:]
+                return
+        self.pending.clear()
 
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        self.client.log_batch(
-            self.run_id, metrics=[Metric(name, float(value), now, step) for name, value in metrics.items()]
-        )
+    def attempt(self, action: Callable[[], object]) -> bool:
+        """Run one logging call; a failure warns (once) instead of stopping training."""
+        try:
+            action()
+            return True
+        except Exception as error:  # any MLflow or network failure: training must go on
+            self.failures += 1
+            if self.failures == 1:
+                print(
+                    f"warning: MLflow logging to {self.tracking_uri} failed ({type(error).__name__}: "
+                    f"{str(error)[:200]}); training goes on and logging is retried",
+                    file=sys.stderr,
+                )
+            return False

@@ -8,8 +8,11 @@ import time
 import pytest
 from mlflow.tracking import MlflowClient
 
+from recsys.tables import spec_from_mapping
 from recsys.train.config import TrainConfig
-from recsys.tracking import TrackingUnavailable
+from recsys.train.events import Broadcast, Listener
+from recsys.train.loop import Job, train
+from recsys.tracking import MLflowTracker, TrackingUnavailable
 from recsys.workflow import train_and_track
 
 REQUIRED_METRICS = {
@@ -68,3 +71,29 @@ def test_unreachable_server_stops_before_training(synthetic_cache, tmp_path):
         )
     assert time.perf_counter() - started < 30
     assert not (tmp_path / "checkpoints").exists()
+
+
+class BreakStore(Listener):
+    """Overwrites the sqlite store with garbage at one step: a real store failing in the middle of a run."""
+
+    def __init__(self, database, at_step: int) -> None:
+        self.database = database
+        self.at_step = at_step
+
+    def on_step(self, step: int, loss: float) -> None:
+        if step == self.at_step:
+            self.database.write_bytes(b"not a database" * 1000)
+
+
+def test_a_store_failing_mid_run_does_not_stop_training(synthetic_cache, tmp_path, capsys):
+    database = tmp_path / "mlflow.db"
+    tracker = MLflowTracker(f"sqlite:///{database}", "test")
+    job = Job(
+        cache=synthetic_cache, spec=spec_from_mapping({"strategy": "full"}), model="dlrm",
+        config=TrainConfig(batch_size=512, progress=False, log_every=5),
+        model_overrides={"bottom_mlp": (16,), "top_mlp": (16,)},
+    )
+    result = train(job, Broadcast([BreakStore(database, at_step=10), tracker]))
+    assert result.metrics["test/auc"] > 0.6
+    assert tracker.failures > 0 and tracker.pending
+    assert "MLflow logging" in capsys.readouterr().err

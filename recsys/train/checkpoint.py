@@ -42,7 +42,9 @@ def save_checkpoint(
 
 
 def latest_checkpoint(directory: Path) -> Path | None:
-    complete = sorted(path for path in directory.glob("epoch-*") if (path / PROGRESS_FILE).exists())
+    complete = sorted(
+        path for path in directory.glob("epoch-[0-9][0-9][0-9][0-9]") if (path / PROGRESS_FILE).exists()
+    )
     return complete[-1] if complete else None
 
 

@@ -5,6 +5,7 @@ The loop reports through `events.Listener`s (progress, MLflow, tests) and never 
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,7 @@ from torch import nn
 from torchrec.optim.keyed import CombinedOptimizer
 from tqdm import tqdm
 
+from recsys.config import flatten
 from recsys.data.cache import PreparedCache
 from recsys.data.loader import BatchLoader
 from recsys.models import build_model
@@ -60,6 +62,13 @@ class Job:
             "train": self.config.to_dict(),
         }
 
+    def resume_key(self) -> dict:
+        """What a resumed run must share with the checkpoint's run to continue it exactly."""
+        free = {"epochs", "resume", "checkpoint_dir", "progress", "log_every", "eval_batch_size"}
+        params = self.params()
+        params["train"] = {name: value for name, value in params["train"].items() if name not in free}
+        return json.loads(json.dumps(params))  # as a checkpoint stores it: tuples become lists
+
     def tags(self) -> dict[str, str]:
         return {"strategy": self.spec.strategy, "model": self.model, "dataset": self.cache.name}
 
@@ -81,9 +90,9 @@ def train(job: Job, listener: Listener = Listener()) -> TrainResult:
     progress = {"epoch": 0, "step": 0}
     if config.resume:
         progress = resume(job, sharded, optimizer)
-    listener.on_start(RunStart(job.params(), job.tags(), memory.to_dict(), job.spec_text, plan=str(sharded.plan)))
     failed = True
     try:
+        listener.on_start(RunStart(job.params(), job.tags(), memory.to_dict(), job.spec_text, plan=str(sharded.plan)))
         result = run_epochs(job, sharded, optimizer, progress, memory, listener)
         failed = False
         return result
@@ -97,11 +106,15 @@ def resume(job: Job, model: nn.Module, optimizer: CombinedOptimizer) -> dict:
     if checkpoint is None:
         raise FileNotFoundError(f"--resume: no complete checkpoint in {directory}")
     progress = read_progress(checkpoint)
-    if progress["tables"] != job.spec.to_dict() or progress["model"] != job.model:
-        raise ValueError(
-            f"--resume: {checkpoint} was trained with tables {progress['tables']} and model "
-            f"{progress['model']!r}; this run asks for {job.spec.to_dict()} and {job.model!r}"
-        )
+    expected = flatten(job.resume_key())
+    found = flatten(progress["job"])
+    differences = [
+        f"{key}: checkpoint {found.get(key)!r}, now {expected.get(key)!r}"
+        for key in sorted(set(expected) | set(found))
+        if expected.get(key) != found.get(key)
+    ]
+    if differences:
+        raise ValueError(f"--resume: {checkpoint} belongs to another run; " + "; ".join(differences))
     load_checkpoint(checkpoint, model, optimizer)
     return progress
 
@@ -121,7 +134,7 @@ def run_epochs(
         metrics.update(prefixed("val", evaluate(model, eval_loader(job, "val"), show_progress(config))))
         listener.on_metrics(metrics, step)
         if config.checkpoint_dir is not None:
-            state = {"epoch": epoch + 1, "step": step, "metrics": metrics, "tables": job.spec.to_dict(), "model": job.model}
+            state = {"epoch": epoch + 1, "step": step, "metrics": metrics, "job": job.resume_key()}
             path = save_checkpoint(Path(config.checkpoint_dir), model, optimizer, state)
             listener.on_checkpoint(str(path), epoch + 1)
     test = prefixed("test", evaluate(model, eval_loader(job, "test"), show_progress(config)))

@@ -66,7 +66,12 @@ def test_resume_continues_exactly_where_the_run_stopped(make_job, tmp_path):
 def test_resume_refuses_another_table_spec(make_job, tmp_path):
     checkpoints = str(tmp_path / "checkpoints")
     train(make_job(epochs=1, checkpoint_dir=checkpoints))
-    with pytest.raises(ValueError, match="was trained with tables"):
+    with pytest.raises(ValueError, match="belongs to another run; .*tables.strategy: checkpoint 'full', now 'hashing'"):
         train(make_job({"strategy": "hashing", "rows": 100}, epochs=2, checkpoint_dir=checkpoints, resume=True))
+    with pytest.raises(ValueError, match="train.seed: checkpoint 0, now 9"):
+        train(make_job(epochs=2, seed=9, checkpoint_dir=checkpoints, resume=True))
+    (tmp_path / "checkpoints" / "epoch-0001").rename(tmp_path / "checkpoints" / "epoch-0002.partial")
+    with pytest.raises(FileNotFoundError, match="no complete checkpoint"):  # a partial one is never resumed
+        train(make_job(epochs=2, checkpoint_dir=checkpoints, resume=True))
     with pytest.raises(FileNotFoundError, match="no complete checkpoint"):
         train(make_job(epochs=2, checkpoint_dir=str(tmp_path / "empty"), resume=True))
