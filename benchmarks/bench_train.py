@@ -15,6 +15,7 @@ import argparse
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -24,11 +25,12 @@ from recsys.quiet import quiet_libraries  # noqa: E402
 quiet_libraries()
 
 import torch  # noqa: E402
+from common import machine, synthetic_cache  # noqa: E402
 from torch import nn  # noqa: E402
 from torchrec.modules.embedding_configs import EmbeddingBagConfig  # noqa: E402
 from torchrec.modules.embedding_modules import EmbeddingBagCollection  # noqa: E402
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor  # noqa: E402
 
-from common import machine, synthetic_cache  # noqa: E402
 from recsys.data.loader import BatchLoader  # noqa: E402
 from recsys.tables import spec_from_mapping  # noqa: E402
 from recsys.train.config import TrainConfig  # noqa: E402
@@ -62,14 +64,16 @@ class ReferenceDLRM(nn.Module):
         self.register_buffer("rows", rows, persistent=False)
         self.register_buffer("columns", columns, persistent=False)
 
-    def forward(self, dense, sparse):
-        x = self.bottom(dense)
-        vectors = torch.cat([x.unsqueeze(1), self.embeddings(sparse).values().view(-1, self.features, self.dim)], 1)
+    def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:
+        dense_vector = self.bottom(dense)
+        embeddings = self.embeddings(sparse).values().view(-1, self.features, self.dim)
+        vectors = torch.cat([dense_vector.unsqueeze(1), embeddings], 1)
         products = torch.bmm(vectors, vectors.transpose(1, 2))[:, self.rows, self.columns]
-        return self.top(torch.cat([x, products], 1)).squeeze(-1)
+        return self.top(torch.cat([dense_vector, products], 1)).squeeze(-1)
 
 
-def trainer(model, batches):
+def trainer(model: nn.Module, batches: list[tuple]) -> Callable[[int], None]:
+    """A function that trains `model` for n steps over `batches`, as recsys does (DMP, fused optimizer)."""
     sharded = shard_model(model, sparse_learning_rate=0.05)
     optimizer = make_optimizer(sharded, "adam", 1e-3)
 
@@ -97,17 +101,25 @@ def main() -> None:
     print(machine())
 
     candidates = {}
-    for name, tables in (("recsys full", {"strategy": "full"}), ("recsys hashing-10x", {"strategy": "hashing", "compression": 10})):
+    for name, tables in (
+        ("recsys full", {"strategy": "full"}),
+        ("recsys hashing-10x", {"strategy": "hashing", "compression": 10}),
+    ):
         job = Job(cache, spec_from_mapping(tables), "dlrm", TrainConfig(), {"bottom_mlp": BOTTOM, "top_mlp": TOP})
         model, _ = build(job)
-        candidates[name] = trainer(model, [(b.dense, b.sparse, b.labels) for b in batches])
+        candidates[name] = trainer(model, [(batch.dense, batch.sparse, batch.labels) for batch in batches])
         if name == "recsys full":
             lookup = model.lookup
             configs = [
-                EmbeddingBagConfig(name=c.name, embedding_dim=c.embedding_dim, num_embeddings=c.num_embeddings, feature_names=c.feature_names)
-                for c in lookup.table_configs()
+                EmbeddingBagConfig(
+                    name=config.name,
+                    embedding_dim=config.embedding_dim,
+                    num_embeddings=config.num_embeddings,
+                    feature_names=config.feature_names,
+                )
+                for config in lookup.table_configs()
             ]
-            remapped = [(b.dense, lookup.remap(b.sparse), b.labels) for b in batches]
+            remapped = [(batch.dense, lookup.remap(batch.sparse), batch.labels) for batch in batches]
     torch.manual_seed(0)
     reference = ReferenceDLRM(configs, len(cache.schema.dense_features), 16)
     candidates["torchrec reference"] = trainer(reference, remapped)
@@ -121,7 +133,8 @@ def main() -> None:
             run(arguments.steps)
             timings[name].append((time.perf_counter() - started) / arguments.steps)
     reference_step = statistics.median(timings["torchrec reference"])
-    print(f"\nbatch {BATCH}, 26 features, dim 16, DLRM bottom {BOTTOM} top {TOP}, median of {arguments.rounds} rounds x {arguments.steps} steps")
+    print(f"\nbatch {BATCH}, 26 features, dim 16, DLRM bottom {BOTTOM} top {TOP}")
+    print(f"median of {arguments.rounds} rounds x {arguments.steps} steps")
     print(f"{'candidate':<22}{'ms/step':>9}{'samples/s':>12}{'vs reference':>14}")
     for name, values in timings.items():
         step = statistics.median(values)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
+import os
 import platform
-import statistics
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 from recsys.data.cache import PreparedCache
@@ -32,18 +30,9 @@ def synthetic_cache(rows: int, cardinality_scale: float = 1.0) -> PreparedCache:
     return PreparedCache.open(path)
 
 
-def median_seconds(function: Callable[[], object], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
-
-
 def machine() -> str:
-    import os
-
+    """The processor, cores and torch build the figures were taken on."""
     import torch
 
-    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    processor = platform.processor() or platform.machine()
+    return f"{processor}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from recsys.quiet import quiet_libraries
 
 EXPECTED_ERRORS = (ValueError, FileNotFoundError, FileExistsError)
-"""Errors that carry a message for the user (bad input, missing files); anything else is a bug and shows its traceback."""
+"""Errors that carry a message for the user (bad input, missing files): shown as one line.
+Anything else is a bug and shows its traceback; RECSYS_DEBUG=1 shows it for these too."""
 
 
 def int_list(text: str) -> tuple[int, ...]:
@@ -38,47 +40,76 @@ def parser() -> argparse.ArgumentParser:
     add_data_commands(commands)
     add_train_command(commands)
     demo = commands.add_parser(
-        "demo", help="synthetic data -> prepare -> train full and hashing -> memory-vs-AUC table",
+        "demo",
+        help="synthetic data -> prepare -> train full and hashing -> memory-vs-AUC table",
         description="The end-to-end demo: writes synthetic Criteo-format data, prepares it, trains DLRM "
         "with the full table and hashing at 10x and 100x compression, tracks the runs in MLflow and "
         "prints memory against AUC.",
     )
-    demo.add_argument("--workdir", type=Path, default=Path(".demo"), help="where data and checkpoints go (default .demo)")
+    demo.add_argument(
+        "--workdir", type=Path, default=Path(".demo"), help="where data and checkpoints go (default .demo)"
+    )
     demo.add_argument("--rows", type=int, default=1_000_000, help="synthetic rows (default 1,000,000)")
-    demo.add_argument("--cardinality-scale", type=float, default=0.02, help="fraction of Criteo Kaggle's vocabularies (default 0.02)")
+    demo.add_argument(
+        "--cardinality-scale", type=float, default=0.02, help="fraction of Criteo Kaggle's vocabularies (default 0.02)"
+    )
     demo.add_argument("--tracking-uri", help="MLflow store (default: sqlite file mlflow.db here)")
     return root
 
 
-def add_data_commands(commands) -> None:
-    data = commands.add_parser("data", help="make and prepare click-log data").add_subparsers(dest="data_command", required=True)
+def add_data_commands(commands: argparse._SubParsersAction) -> None:
+    data = commands.add_parser("data", help="make and prepare click-log data").add_subparsers(
+        dest="data_command", required=True
+    )
     synth = data.add_parser(
-        "synth", help="write synthetic Criteo-format data with a planted click model",
+        "synth",
+        help="write synthetic Criteo-format data with a planted click model",
         description="Write rows in Criteo's raw format (label, I1..I13, C1..C26 hex) with Criteo Kaggle's "
         "cardinality profile, Zipf-like value frequencies and labels from a hidden model with per-value "
         "effects and pairwise interactions. Deterministic for a seed.",
     )
     synth.add_argument("-o", "--output", type=Path, required=True, help="output file (.tsv, or .tsv.gz to compress)")
     synth.add_argument("--rows", type=int, default=1_000_000, help="rows to write (default 1,000,000)")
-    synth.add_argument("--cardinality-scale", type=float, default=1.0, help="fraction of Criteo Kaggle's vocabulary sizes, in (0, 1] (default 1)")
+    synth.add_argument(
+        "--cardinality-scale",
+        type=float,
+        default=1.0,
+        help="fraction of Criteo Kaggle's vocabulary sizes, in (0, 1] (default 1)",
+    )
     synth.add_argument("--seed", type=int, default=0, help="seed of the planted model and the rows (default 0)")
     prepare = data.add_parser(
-        "prepare", help="raw Criteo files -> prepared columnar cache with feature statistics",
+        "prepare",
+        help="raw Criteo files -> prepared columnar cache with feature statistics",
         description="Stream raw Criteo Kaggle/Terabyte files (plain or .gz, in the order given) into a "
         "prepared parquet cache, split by row order into train/val/test, with id frequencies of the "
         "training split. Malformed rows stop the run with file and line, unless --skip-bad-rows.",
     )
     prepare.add_argument("inputs", type=Path, nargs="+", help="raw files, in chronological order")
     prepare.add_argument("-o", "--output", type=Path, required=True, help="cache directory to create")
-    prepare.add_argument("--split", type=split_fractions, default=(0.8, 0.1, 0.1), help="train,val,test fractions by row order (default 0.8,0.1,0.1)")
-    prepare.add_argument("--skip-bad-rows", action="store_true", help="skip malformed rows and report them, instead of stopping at the first")
+    prepare.add_argument(
+        "--split",
+        type=split_fractions,
+        default=(0.8, 0.1, 0.1),
+        help="train,val,test fractions by row order (default 0.8,0.1,0.1)",
+    )
+    prepare.add_argument(
+        "--skip-bad-rows",
+        action="store_true",
+        help="skip malformed rows and report them, instead of stopping at the first",
+    )
     prepare.add_argument("--overwrite", action="store_true", help="replace an existing cache")
-    prepare.add_argument("--block-mb", type=int, default=32, help="raw megabytes parsed per block, at least 1; bounds memory (default 32)")
+    prepare.add_argument(
+        "--block-mb",
+        type=int,
+        default=32,
+        help="raw megabytes parsed per block, at least 1; bounds memory (default 32)",
+    )
 
 
-def add_train_command(commands) -> None:
+def add_train_command(commands: argparse._SubParsersAction) -> None:
     train = commands.add_parser(
-        "train", help="train a CTR model with a table strategy, tracked in MLflow",
+        "train",
+        help="train a CTR model with a table strategy, tracked in MLflow",
         description="Train a CTR model on a prepared cache with the table strategy of a TOML spec (see "
         "tables/). Embeddings train with fused row-wise Adagrad through torchrec; the dense part with "
         "Adam or Adagrad. Reports AUC and log loss on validation (each epoch) and test (at the end).",
@@ -90,20 +121,27 @@ def add_train_command(commands) -> None:
     train.add_argument("--batch-size", type=int, default=4096)
     train.add_argument("--dense-optimizer", choices=["adam", "adagrad"], default="adam")
     train.add_argument("--dense-lr", type=float, default=1e-3, help="learning rate of the dense layers (default 1e-3)")
-    train.add_argument("--sparse-lr", type=float, default=0.05, help="learning rate of the fused row-wise Adagrad on tables (default 0.05)")
+    train.add_argument(
+        "--sparse-lr",
+        type=float,
+        default=0.05,
+        help="learning rate of the fused row-wise Adagrad on tables (default 0.05)",
+    )
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--bottom-mlp", type=int_list, help="DLRM bottom MLP widths, e.g. 512,256")
     train.add_argument("--top-mlp", type=int_list, help="DLRM top MLP widths, e.g. 512,256")
     train.add_argument("--checkpoint-dir", type=Path, help="write a checkpoint here after every epoch")
     train.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --checkpoint-dir")
-    train.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite file mlflow.db here)")
+    train.add_argument(
+        "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite file mlflow.db here)"
+    )
     train.add_argument("--experiment", default="recsys", help="MLflow experiment name (default recsys)")
     train.add_argument("--run-name", help="MLflow run name")
     train.add_argument("--no-tracking", action="store_true", help="do not record the run in MLflow")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def run_synth(arguments) -> None:
+def run_synth(arguments: argparse.Namespace) -> None:
     from tqdm import tqdm
 
     from recsys.data.synth import SynthConfig, write_synthetic
@@ -114,13 +152,15 @@ def run_synth(arguments) -> None:
     print(f"wrote {config.rows:,} rows to {arguments.output}")
 
 
-def run_prepare(arguments) -> None:
+def run_prepare(arguments: argparse.Namespace) -> None:
     from tqdm import tqdm
 
     from recsys.data.prepare import PrepareOptions, prepare
 
     options = PrepareOptions(
-        split=arguments.split, skip_bad_rows=arguments.skip_bad_rows, overwrite=arguments.overwrite,
+        split=arguments.split,
+        skip_bad_rows=arguments.skip_bad_rows,
+        overwrite=arguments.overwrite,
         block_bytes=arguments.block_mb << 20,
     )
     compressed = any(path.suffix == ".gz" for path in arguments.inputs)
@@ -142,24 +182,35 @@ def run_prepare(arguments) -> None:
         print(meta["bad_rows"]["summary"])
 
 
-def run_train(arguments) -> None:
+def run_train(arguments: argparse.Namespace) -> None:
     from recsys.train.config import TrainConfig
     from recsys.train.distributed import is_main_process
     from recsys.workflow import train_and_track
 
     config = TrainConfig(
-        epochs=arguments.epochs, batch_size=arguments.batch_size, dense_optimizer=arguments.dense_optimizer,
-        dense_learning_rate=arguments.dense_lr, sparse_learning_rate=arguments.sparse_lr, seed=arguments.seed,
+        epochs=arguments.epochs,
+        batch_size=arguments.batch_size,
+        dense_optimizer=arguments.dense_optimizer,
+        dense_learning_rate=arguments.dense_lr,
+        sparse_learning_rate=arguments.sparse_lr,
+        seed=arguments.seed,
         checkpoint_dir=str(arguments.checkpoint_dir) if arguments.checkpoint_dir else None,
-        resume=arguments.resume, progress=not arguments.no_progress,
+        resume=arguments.resume,
+        progress=not arguments.no_progress,
     )
     overrides = {
         name: value for name, value in (("bottom_mlp", arguments.bottom_mlp), ("top_mlp", arguments.top_mlp)) if value
     }
     result, run_id = train_and_track(
-        data=arguments.data, tables=arguments.tables, model=arguments.model, config=config,
-        model_overrides=overrides, tracking=not arguments.no_tracking, tracking_uri=arguments.tracking_uri,
-        experiment=arguments.experiment, run_name=arguments.run_name,
+        data=arguments.data,
+        tables=arguments.tables,
+        model=arguments.model,
+        config=config,
+        model_overrides=overrides,
+        tracking=not arguments.no_tracking,
+        tracking_uri=arguments.tracking_uri,
+        experiment=arguments.experiment,
+        run_name=arguments.run_name,
     )
     if is_main_process():
         for name, value in result.metrics.items():
@@ -185,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         handlers[(arguments.command, getattr(arguments, "data_command", None))](arguments)
     except (ConfigError, TrackingUnavailable, *EXPECTED_ERRORS) as error:
+        if os.environ.get("RECSYS_DEBUG"):
+            raise
         print(f"recsys {arguments.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -193,8 +246,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run_demo(arguments) -> None:
+def run_demo(arguments: argparse.Namespace) -> None:
     from recsys.demo import DemoOptions, run
 
-    run(DemoOptions(workdir=arguments.workdir, rows=arguments.rows, cardinality_scale=arguments.cardinality_scale,
-                    tracking_uri=arguments.tracking_uri))
+    run(
+        DemoOptions(
+            workdir=arguments.workdir,
+            rows=arguments.rows,
+            cardinality_scale=arguments.cardinality_scale,
+            tracking_uri=arguments.tracking_uri,
+        )
+    )

@@ -59,8 +59,13 @@ def run(options: DemoOptions) -> list[dict]:
         spec_path = TABLES_DIRECTORY / table_file
         print(f"3/3 train DLRM with {spec_path.name} ({index + 1}/{len(DEMO_TABLES)})")
         result, run_id = train_and_track(
-            data=cache.path, tables=spec_path, model="dlrm", config=TrainConfig(seed=options.seed),
-            tracking_uri=tracking_uri, experiment=EXPERIMENT, run_name=spec_path.stem,
+            data=cache.path,
+            tables=spec_path,
+            model="dlrm",
+            config=TrainConfig(seed=options.seed),
+            tracking_uri=tracking_uri,
+            experiment=EXPERIMENT,
+            run_name=spec_path.stem,
         )
         rows.append({"tables": spec_path.stem, "run_id": run_id, **result.metrics, **result.memory.to_dict()})
     print()

@@ -153,7 +153,8 @@ class MLflowTracker(Listener):
         now = int(time.time() * 1000)
         points = [Metric(name, value, now, step) for name, value, step in self.pending]
         for begin in range(0, len(points), 1000):
-            if not self.attempt(lambda: self.client.log_batch(self.run_id, metrics=points[begin : begin + 1000])):
+            chunk = points[begin : begin + 1000]
+            if not self.attempt(lambda chunk=chunk: self.client.log_batch(self.run_id, metrics=chunk)):
                 self.pending = self.pending[begin:][-MAX_PENDING_POINTS:]
                 return
         self.pending.clear()

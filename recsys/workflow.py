@@ -34,7 +34,13 @@ def train_and_track(
 
         tracker = MLflowTracker(tracking_uri, experiment, run_name=run_name, parent_run_id=parent_run_id)
         listeners.append(tracker)
-    job = Job(cache=cache, spec=spec, model=model, config=config, model_overrides=dict(model_overrides or {}),
-              spec_text=Path(tables).read_text())
+    job = Job(
+        cache=cache,
+        spec=spec,
+        model=model,
+        config=config,
+        model_overrides=dict(model_overrides or {}),
+        spec_text=Path(tables).read_text(),
+    )
     result = train(job, Broadcast(listeners))
     return result, tracker.run_id if tracker else None

@@ -32,8 +32,21 @@ def test_synth_prepare_train_from_the_command_line(tmp_path):
     spec = tmp_path / "full.toml"
     spec.write_text('strategy = "full"\n')
     trained = recsys(
-        "train", "--data", str(cache), "--tables", str(spec), "--batch-size", "256", "--bottom-mlp", "16",
-        "--top-mlp", "16", "--no-progress", "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", cwd=tmp_path,
+        "train",
+        "--data",
+        str(cache),
+        "--tables",
+        str(spec),
+        "--batch-size",
+        "256",
+        "--bottom-mlp",
+        "16",
+        "--top-mlp",
+        "16",
+        "--no-progress",
+        "--tracking-uri",
+        f"sqlite:///{tmp_path / 'mlflow.db'}",
+        cwd=tmp_path,
     )
     assert trained.returncode == 0, trained.stderr
     assert "test/auc" in trained.stdout and "MLflow run" in trained.stdout

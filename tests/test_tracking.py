@@ -9,10 +9,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from recsys.tables import spec_from_mapping
+from recsys.tracking import MLflowTracker, TrackingUnavailable
 from recsys.train.config import TrainConfig
 from recsys.train.events import Broadcast, Listener
 from recsys.train.loop import Job, train
-from recsys.tracking import MLflowTracker, TrackingUnavailable
 from recsys.workflow import train_and_track
 
 REQUIRED_METRICS = {
@@ -32,8 +32,13 @@ def test_run_is_recorded_and_readable(synthetic_cache, tmp_path):
     spec_text = 'strategy = "hashing"\nembedding_dim = 16\ncompression = 10\n'
     config = TrainConfig(batch_size=512, progress=False, log_every=5)
     result, run_id = train_and_track(
-        data=synthetic_cache.path, tables=write_spec(tmp_path, spec_text), model="dlrm", config=config,
-        model_overrides={"bottom_mlp": (32,), "top_mlp": (32,)}, tracking_uri=uri, experiment="test",
+        data=synthetic_cache.path,
+        tables=write_spec(tmp_path, spec_text),
+        model="dlrm",
+        config=config,
+        model_overrides={"bottom_mlp": (32,), "top_mlp": (32,)},
+        tracking_uri=uri,
+        experiment="test",
         run_name="hashing-10x",
     )
     client = MlflowClient(uri)
@@ -65,7 +70,9 @@ def test_unreachable_server_stops_before_training(synthetic_cache, tmp_path):
     started = time.perf_counter()
     with pytest.raises(TrackingUnavailable, match=f"127.0.0.1:{port}.*--no-tracking"):
         train_and_track(
-            data=synthetic_cache.path, tables=write_spec(tmp_path, 'strategy = "full"\n'), model="dlrm",
+            data=synthetic_cache.path,
+            tables=write_spec(tmp_path, 'strategy = "full"\n'),
+            model="dlrm",
             config=TrainConfig(progress=False, checkpoint_dir=str(tmp_path / "checkpoints")),
             tracking_uri=f"http://127.0.0.1:{port}",
         )
@@ -89,7 +96,9 @@ def test_a_store_failing_mid_run_does_not_stop_training(synthetic_cache, tmp_pat
     database = tmp_path / "mlflow.db"
     tracker = MLflowTracker(f"sqlite:///{database}", "test")
     job = Job(
-        cache=synthetic_cache, spec=spec_from_mapping({"strategy": "full"}), model="dlrm",
+        cache=synthetic_cache,
+        spec=spec_from_mapping({"strategy": "full"}),
+        model="dlrm",
         config=TrainConfig(batch_size=512, progress=False, log_every=5),
         model_overrides={"bottom_mlp": (16,), "top_mlp": (16,)},
     )
@@ -97,3 +106,17 @@ def test_a_store_failing_mid_run_does_not_stop_training(synthetic_cache, tmp_pat
     assert result.metrics["test/auc"] > 0.6
     assert tracker.failures > 0 and tracker.pending
     assert "MLflow logging" in capsys.readouterr().err
+
+
+def test_default_store_is_a_sqlite_file_here_and_the_environment_can_move_it(synthetic_cache, tmp_path, monkeypatch):
+    spec = write_spec(tmp_path, 'strategy = "full"\n')
+    config = TrainConfig(batch_size=2048, progress=False)
+    small = {"bottom_mlp": (8,), "top_mlp": (8,)}
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    _, run_id = train_and_track(synthetic_cache.path, spec, "dlrm", config, small, experiment="here")
+    assert MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(run_id).info.status == "FINISHED"
+    elsewhere = tmp_path / "elsewhere.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{elsewhere}")
+    _, run_id = train_and_track(synthetic_cache.path, spec, "dlrm", config, small, experiment="there")
+    assert MlflowClient(f"sqlite:///{elsewhere}").get_run(run_id).info.status == "FINISHED"

@@ -41,15 +41,18 @@ class BadRowTally:
 
     @property
     def total(self) -> int:
+        """Rows skipped so far."""
         return sum(self.counts.values())
 
     def summary(self) -> str:
+        """One line for the user: how many rows were skipped, why, and the first of them."""
         if not self.total:
             return "no malformed rows"
         reasons = ", ".join(f"{count} {kind}" for kind, count in self.counts.most_common())
         return f"skipped {self.total} malformed rows ({reasons}); first: {self.examples[0]}"
 
     def to_dict(self) -> dict:
+        """The report as `meta.json` keeps it."""
         return {
             "skipped": self.total,
             "by_reason": dict(self.counts),

@@ -35,7 +35,7 @@ class PreparedCache:
     meta: dict
 
     @classmethod
-    def open(cls, path: str | Path) -> "PreparedCache":
+    def open(cls, path: str | Path) -> PreparedCache:
         path = Path(path)
         meta_path = path / META_FILE
         if not meta_path.exists():

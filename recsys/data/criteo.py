@@ -95,7 +95,9 @@ def parse_clean_block(block: bytes) -> pl.DataFrame | None:
         )
     except pl.exceptions.PolarsError:
         return None
-    parsed = pl.concat([typed.select(CRITEO.label, *CRITEO.dense_features), typed.select(hex_expressions())], how="horizontal")
+    parsed = pl.concat(
+        [typed.select(CRITEO.label, *CRITEO.dense_features), typed.select(hex_expressions())], how="horizontal"
+    )
     if problem_masks(typed, parsed).select(pl.any_horizontal(pl.all()).any()).item():
         return None
     return parsed.select(prepared_expressions())
@@ -109,6 +111,7 @@ def parse_checked_block(block: bytes, first_line: int, path: str, tally: BadRowT
 
 
 def read_fields(block: bytes) -> pl.DataFrame:
+    """Every field of a block of 40-field lines as a string (null where empty)."""
     if not block:
         return pl.DataFrame(schema=RAW_SCHEMA)
     return pl.read_csv(
@@ -121,9 +124,7 @@ def read_fields(block: bytes) -> pl.DataFrame:
     )
 
 
-def drop_ragged_lines(
-    block: bytes, first_line: int, path: str, tally: BadRowTally
-) -> tuple[bytes, np.ndarray]:
+def drop_ragged_lines(block: bytes, first_line: int, path: str, tally: BadRowTally) -> tuple[bytes, np.ndarray]:
     """Report lines without exactly 40 fields; return the remaining lines and their numbers."""
     array = np.frombuffer(block, dtype=np.uint8)
     line_ends = np.flatnonzero(array == ord("\n"))
@@ -198,7 +199,10 @@ def describe_problem(masks: dict[str, bool], raw: dict[str, str | None]) -> tupl
         return "bad label", f"label: expected 0 or 1, got {value!r}"
     if field in CRITEO.dense_features:
         return f"{field} not an integer", f"{field}: expected an integer, got {value!r}"
-    return f"{field} not hex", f"{field}: expected an unsigned hex string of at most {MAX_HEX_DIGITS} digits, got {value!r}"
+    return (
+        f"{field} not hex",
+        f"{field}: expected an unsigned hex string of at most {MAX_HEX_DIGITS} digits, got {value!r}",
+    )
 
 
 def prepared_expressions() -> list[pl.Expr]:

@@ -33,7 +33,7 @@ class Batch:
     def __len__(self) -> int:
         return self.labels.shape[0]
 
-    def to(self, device: torch.device) -> "Batch":
+    def to(self, device: torch.device) -> Batch:
         if device.type == "cpu":
             return self
         return Batch(self.dense.to(device), self.sparse.to(device), self.labels.to(device))

@@ -41,7 +41,7 @@ class DatasetSchema:
         }
 
     @classmethod
-    def from_dict(cls, values: dict) -> "DatasetSchema":
+    def from_dict(cls, values: dict) -> DatasetSchema:
         return cls(
             name=values["name"],
             label=values["label"],

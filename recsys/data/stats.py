@@ -25,7 +25,7 @@ class FeatureStatistics:
     _frequencies: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def from_ids(cls, ids_by_feature: dict[str, np.ndarray]) -> "FeatureStatistics":
+    def from_ids(cls, ids_by_feature: dict[str, np.ndarray]) -> FeatureStatistics:
         """Count ids held in memory (tests, small data)."""
         statistics = cls(cardinalities={})
         for feature, ids in ids_by_feature.items():

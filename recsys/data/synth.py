@@ -152,9 +152,7 @@ class PlantedModel:
             low, high = (middle, high) if rate < self.config.click_rate else (low, middle)
         return (low + high) / 2
 
-    def sample_features(
-        self, generator: np.random.Generator, rows: int
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def sample_features(self, generator: np.random.Generator, rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Raw dense integers (NaN = missing), value ranks, and missing masks of `rows` rows."""
         dense = np.floor(generator.lognormal(0.0, 1.2, size=(rows, len(CRITEO.dense_features))) * self.dense_scales)
         dense[:, 1] -= generator.random(rows) < 0.05  # Criteo's I2 has small negative values
@@ -203,9 +201,7 @@ def generate_blocks(config: SynthConfig, block_rows: int = 200_000) -> Iterator[
         yield pl.DataFrame(columns)
 
 
-def write_synthetic(
-    config: SynthConfig, output: Path, on_rows: Callable[[int], None] | None = None
-) -> None:
+def write_synthetic(config: SynthConfig, output: Path, on_rows: Callable[[int], None] | None = None) -> None:
     """Write `config.rows` rows to `output` (gzip if it ends in .gz), atomically."""
     partial = output.with_name(output.name + ".partial")
     opener = gzip.open if output.suffix == ".gz" else open

@@ -18,7 +18,7 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
 
 from recsys.data.stats import FeatureStatistics
 from recsys.tables.interface import LookupModule
-from recsys.tables.jagged import join_features, split_features
+from recsys.tables.jagged import remap_features
 from recsys.tables.spec import TableSpec
 from recsys.tables.vocabulary import Vocabularies
 
@@ -60,12 +60,10 @@ class FullLookup(LookupModule):
         return self.vocabularies.bytes()
 
     def remap(self, features: KeyedJaggedTensor) -> KeyedJaggedTensor:
-        keys, values, lengths = [], [], []
-        for feature, ids, feature_lengths in split_features(features):
-            keys.append(feature)
-            values.append(self.vocabularies.rows(feature, ids))
-            lengths.append(feature_lengths)
-        return join_features(keys, values, lengths, features.stride())
+        """Ids to vocabulary rows, feature by feature."""
+        return remap_features(
+            features, lambda feature, ids, lengths: [(feature, self.vocabularies.rows(feature, ids), lengths)]
+        )
 
     def forward(self, features: KeyedJaggedTensor) -> KeyedTensor:
         return self.storage(self.remap(features))

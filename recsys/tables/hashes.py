@@ -29,6 +29,7 @@ def shift_right(values: torch.Tensor, bits: int) -> torch.Tensor:
 
 
 def mix64(values: torch.Tensor) -> torch.Tensor:
+    """SplitMix64's finaliser on int64 bits: every input bit flips about half the output bits."""
     values = (values ^ shift_right(values, 30)) * as_int64(FIRST_MULTIPLIER)
     values = (values ^ shift_right(values, 27)) * as_int64(SECOND_MULTIPLIER)
     return values ^ shift_right(values, 31)

@@ -32,7 +32,7 @@ from recsys.data.stats import FeatureStatistics
 from recsys.tables.budget import FLOAT_BYTES, INDEX_BYTES, budget_bytes, full_rows, water_fill
 from recsys.tables.hashes import derive_salt, hash_ids
 from recsys.tables.interface import LookupModule
-from recsys.tables.jagged import join_features, split_features
+from recsys.tables.jagged import FeatureParts, remap_features
 from recsys.tables.spec import BudgetSpec
 from recsys.tables.vocabulary import Vocabularies
 
@@ -136,24 +136,17 @@ class HashingLookup(LookupModule):
         return self.vocabularies.bytes()
 
     def remap(self, features: KeyedJaggedTensor) -> KeyedJaggedTensor:
-        keys, values, lengths = [], [], []
-        for feature, ids, feature_lengths in split_features(features):
-            if feature in self.exact:
-                keys.append(feature)
-                values.append(self.vocabularies.rows(feature, ids))
-                lengths.append(feature_lengths)
-                continue
-            rows = torch.stack([hash_ids(ids, salt, self.rows[feature]) for salt in self.salts[feature]], dim=1)
-            names = self.storage_features(feature)
-            if len(names) == 1:
-                keys.append(feature)
-                values.append(rows.reshape(-1))
-                lengths.append(feature_lengths * rows.shape[1])
-            else:
-                keys.extend(names)
-                values.extend(rows.unbind(dim=1))
-                lengths.extend([feature_lengths] * len(names))
-        return join_features(keys, values, lengths, features.stride())
+        """Ids to hashed (or, for exact features, vocabulary) rows, feature by feature."""
+        return remap_features(features, self.remap_feature)
+
+    def remap_feature(self, feature: str, ids: torch.Tensor, lengths: torch.Tensor) -> FeatureParts:
+        if feature in self.exact:
+            return [(feature, self.vocabularies.rows(feature, ids), lengths)]
+        rows = torch.stack([hash_ids(ids, salt, self.rows[feature]) for salt in self.salts[feature]], dim=1)
+        names = self.storage_features(feature)
+        if len(names) == 1:  # sum: an id's k rows share its bag
+            return [(feature, rows.reshape(-1), lengths * rows.shape[1])]
+        return [(name, part, lengths) for name, part in zip(names, rows.unbind(dim=1))]
 
     def forward(self, features: KeyedJaggedTensor) -> KeyedTensor:
         pooled = self.storage(self.remap(features))

@@ -1,4 +1,4 @@
-"""Take a KeyedJaggedTensor apart per feature and put one back together, for remapping in front of storage.
+"""Take a KeyedJaggedTensor apart per feature and remap it into the KJT the storage reads.
 
     keys     C1              C2
     values   [7, 9, 4]       [3, 3]        lengths [2, 1, 1, 1]  (stride 2: two rows)
@@ -8,6 +8,8 @@ Only fixed-stride KJTs (every feature has one bag per row) are handled, which is
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
@@ -25,9 +27,18 @@ def split_features(features: KeyedJaggedTensor) -> list[tuple[str, torch.Tensor,
     ]
 
 
-def join_features(
-    keys: list[str], values: list[torch.Tensor], lengths: list[torch.Tensor], stride: int
+FeatureParts = list[tuple[str, torch.Tensor, torch.Tensor]]
+"""(storage feature name, values, lengths) triples: what one input feature becomes in front of storage."""
+
+
+def remap_features(
+    features: KeyedJaggedTensor, remap_one: Callable[[str, torch.Tensor, torch.Tensor], FeatureParts]
 ) -> KeyedJaggedTensor:
-    return KeyedJaggedTensor(
-        keys=keys, values=torch.cat(values), lengths=torch.cat(lengths), stride=stride
-    )
+    """Apply `remap_one(feature, ids, lengths)` to every feature and join the parts into one KJT."""
+    keys, values, lengths = [], [], []
+    for feature, ids, feature_lengths in split_features(features):
+        for key, part_values, part_lengths in remap_one(feature, ids, feature_lengths):
+            keys.append(key)
+            values.append(part_values)
+            lengths.append(part_lengths)
+    return KeyedJaggedTensor(keys=keys, values=torch.cat(values), lengths=torch.cat(lengths), stride=features.stride())

@@ -40,9 +40,7 @@ class BudgetSpec(TableSpec):
         super().__post_init__()
         given = [name for name in ("rows", "compression", "bytes") if getattr(self, name) is not None]
         if len(given) != 1:
-            raise ValueError(
-                f"give exactly one budget of rows, compression or bytes; got {', '.join(given) or 'none'}"
-            )
+            raise ValueError(f"give exactly one budget of rows, compression or bytes; got {', '.join(given) or 'none'}")
         if self.rows is not None and self.rows <= 0:
             raise ValueError(f"rows must be positive, got {self.rows}")
         if self.compression is not None and self.compression < 1:

@@ -22,9 +22,7 @@ from recsys.train.distributed import is_main_process
 PROGRESS_FILE = "progress.json"
 
 
-def save_checkpoint(
-    directory: Path, model: nn.Module, optimizer: CombinedOptimizer, progress: dict
-) -> Path:
+def save_checkpoint(directory: Path, model: nn.Module, optimizer: CombinedOptimizer, progress: dict) -> Path:
     target = directory / f"epoch-{progress['epoch']:04d}"
     partial = target.with_name(target.name + ".partial")
     if is_main_process():
@@ -42,9 +40,7 @@ def save_checkpoint(
 
 
 def latest_checkpoint(directory: Path) -> Path | None:
-    complete = sorted(
-        path for path in directory.glob("epoch-[0-9][0-9][0-9][0-9]") if (path / PROGRESS_FILE).exists()
-    )
+    complete = sorted(path for path in directory.glob("epoch-[0-9][0-9][0-9][0-9]") if (path / PROGRESS_FILE).exists())
     return complete[-1] if complete else None
 
 

@@ -17,8 +17,14 @@ def predict(model: nn.Module, loader: BatchLoader, progress: bool = False) -> tu
     """(click probabilities, labels) over every row of the loader's split."""
     model.eval()
     probabilities, labels = [], []
-    bar = tqdm(total=loader.rows, unit="samples", unit_scale=True, desc=f"evaluate {loader.split}",
-               disable=not progress, leave=False)
+    bar = tqdm(
+        total=loader.rows,
+        unit="samples",
+        unit_scale=True,
+        desc=f"evaluate {loader.split}",
+        disable=not progress,
+        leave=False,
+    )
     device = compute_device()
     for batch in loader:
         logits = model(batch.dense.to(device), batch.sparse.to(device))

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from recsys.config import flatten
 from recsys.data.cache import PreparedCache
-from recsys.data.loader import BatchLoader
+from recsys.data.loader import Batch, BatchLoader
 from recsys.models import build_model
 from recsys.tables import build_lookup
 from recsys.tables.interface import MemoryReport
@@ -81,26 +81,27 @@ def build(job: Job) -> tuple[nn.Module, MemoryReport]:
     return model, lookup.memory_report()
 
 
-def train(job: Job, listener: Listener = Listener()) -> TrainResult:
+def train(job: Job, listener: Listener | None = None) -> TrainResult:
+    """Train `job` to the end (or from its latest checkpoint with `resume`), reporting to `listener`."""
+    listener = listener or Listener()
     ensure_process_group()
-    config = job.config
     model, memory = build(job)
-    sharded = shard_model(model, config.sparse_learning_rate)
-    optimizer = make_optimizer(sharded, config.dense_optimizer, config.dense_learning_rate)
-    progress = {"epoch": 0, "step": 0}
-    if config.resume:
-        progress = resume(job, sharded, optimizer)
+    sharded = shard_model(model, job.config.sparse_learning_rate)
+    optimizer = make_optimizer(sharded, job.config.dense_optimizer, job.config.dense_learning_rate)
+    progress = resume(job, sharded, optimizer) if job.config.resume else {"epoch": 0, "step": 0}
     failed = True
     try:
         listener.on_start(RunStart(job.params(), job.tags(), memory.to_dict(), job.spec_text, plan=str(sharded.plan)))
-        result = run_epochs(job, sharded, optimizer, progress, memory, listener)
+        trainer = Trainer(job, sharded, optimizer, listener, step=progress["step"])
+        metrics = trainer.run(first_epoch=progress["epoch"], metrics=dict(progress.get("metrics", {})))
         failed = False
-        return result
+        return TrainResult(metrics=metrics, memory=memory, model=sharded, losses=trainer.losses)
     finally:
         listener.on_end(failed)
 
 
 def resume(job: Job, model: nn.Module, optimizer: CombinedOptimizer) -> dict:
+    """Load the latest complete checkpoint of `job` into model and optimizer; return its progress."""
     directory = Path(job.config.checkpoint_dir)
     checkpoint = latest_checkpoint(directory)
     if checkpoint is None:
@@ -119,74 +120,82 @@ def resume(job: Job, model: nn.Module, optimizer: CombinedOptimizer) -> dict:
     return progress
 
 
-def run_epochs(
-    job: Job, model: nn.Module, optimizer: CombinedOptimizer, progress: dict, memory: MemoryReport, listener: Listener
-) -> TrainResult:
-    config = job.config
-    train_loader = BatchLoader(job.cache, "train", config.batch_size, shuffle=True, seed=config.seed)
-    losses: list[float] = []
-    metrics: dict[str, float] = dict(progress.get("metrics", {}))
-    step = progress["step"]
-    for epoch in range(progress["epoch"], config.epochs):
-        train_loader.set_epoch(epoch)
-        step, samples_per_second = train_epoch(model, optimizer, train_loader, step, losses, listener, config, epoch)
-        metrics = {"train/samples_per_s": samples_per_second, "epoch": epoch + 1}
-        metrics.update(prefixed("val", evaluate(model, eval_loader(job, "val"), show_progress(config))))
-        listener.on_metrics(metrics, step)
-        if config.checkpoint_dir is not None:
-            state = {"epoch": epoch + 1, "step": step, "metrics": metrics, "job": job.resume_key()}
-            path = save_checkpoint(Path(config.checkpoint_dir), model, optimizer, state)
-            listener.on_checkpoint(str(path), epoch + 1)
-    test = prefixed("test", evaluate(model, eval_loader(job, "test"), show_progress(config)))
-    listener.on_metrics(test, step)
-    return TrainResult(metrics={**metrics, **test}, memory=memory, model=model, losses=losses)
-
-
-def eval_loader(job: Job, split: str) -> BatchLoader:
-    return BatchLoader(job.cache, split, job.config.eval_batch_size)
-
-
-def show_progress(config: TrainConfig) -> bool:
-    return config.progress and is_main_process()
-
-
 def prefixed(prefix: str, values: dict[str, float]) -> dict[str, float]:
     return {f"{prefix}/{name}": value for name, value in values.items()}
 
 
-def train_epoch(
-    model: nn.Module,
-    optimizer: CombinedOptimizer,
-    loader: BatchLoader,
-    step: int,
-    losses: list[float],
-    listener: Listener,
-    config: TrainConfig,
-    epoch: int,
-) -> tuple[int, float]:
-    """One pass over the training split; returns the global step and the training samples/s."""
-    model.train()
-    bar = tqdm(
-        total=loader.rows, unit="samples", unit_scale=True, desc=f"epoch {epoch + 1}/{config.epochs}",
-        disable=not show_progress(config), leave=False,
-    )
-    started = time.perf_counter()
-    samples = 0
-    device = compute_device()
-    for batch in loader:
-        batch = batch.to(device)
-        optimizer.zero_grad()
-        logits = model(batch.dense, batch.sparse)
+@dataclass
+class Trainer:
+    """The epochs of one run: train, evaluate on validation, checkpoint; then test."""
+
+    job: Job
+    model: nn.Module
+    optimizer: CombinedOptimizer
+    listener: Listener
+    step: int = 0
+    losses: list[float] = field(default_factory=list)
+
+    @property
+    def config(self) -> TrainConfig:
+        return self.job.config
+
+    @property
+    def show_progress(self) -> bool:
+        return self.config.progress and is_main_process()
+
+    def run(self, first_epoch: int, metrics: dict[str, float]) -> dict[str, float]:
+        loader = BatchLoader(self.job.cache, "train", self.config.batch_size, shuffle=True, seed=self.config.seed)
+        for epoch in range(first_epoch, self.config.epochs):
+            loader.set_epoch(epoch)
+            metrics = {"train/samples_per_s": self.train_epoch(loader, epoch), "epoch": epoch + 1}
+            metrics.update(self.evaluate("val"))
+            self.listener.on_metrics(metrics, self.step)
+            if self.config.checkpoint_dir is not None:
+                self.checkpoint(epoch + 1, metrics)
+        test = self.evaluate("test")
+        self.listener.on_metrics(test, self.step)
+        return {**metrics, **test}
+
+    def train_epoch(self, loader: BatchLoader, epoch: int) -> float:
+        """One pass over the training split; returns the training samples/s."""
+        self.model.train()
+        bar = tqdm(
+            total=loader.rows,
+            unit="samples",
+            unit_scale=True,
+            desc=f"epoch {epoch + 1}/{self.config.epochs}",
+            disable=not self.show_progress,
+            leave=False,
+        )
+        device = compute_device()
+        started = time.perf_counter()
+        samples = 0
+        for batch in loader:
+            loss = self.train_step(batch.to(device))
+            samples += len(batch)
+            bar.update(len(batch))
+            if self.step % self.config.log_every == 0 or samples == loader.rows:
+                value = loss.item()
+                self.losses.append(value)
+                self.listener.on_step(self.step, value)
+                bar.set_postfix(loss=f"{value:.4f}")
+        bar.close()
+        return samples / max(time.perf_counter() - started, 1e-9)
+
+    def train_step(self, batch: Batch) -> torch.Tensor:
+        self.optimizer.zero_grad()
+        logits = self.model(batch.dense, batch.sparse)
         loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, batch.labels)
-        loss.backward()
-        optimizer.step()
-        step += 1
-        samples += len(batch)
-        bar.update(len(batch))
-        if step % config.log_every == 0 or samples == loader.rows:
-            value = loss.item()
-            losses.append(value)
-            listener.on_step(step, value)
-            bar.set_postfix(loss=f"{value:.4f}")
-    bar.close()
-    return step, samples / max(time.perf_counter() - started, 1e-9)
+        loss.backward()  # the fused optimizer updates the tables here
+        self.optimizer.step()
+        self.step += 1
+        return loss
+
+    def evaluate(self, split: str) -> dict[str, float]:
+        loader = BatchLoader(self.job.cache, split, self.config.eval_batch_size)
+        return prefixed(split, evaluate(self.model, loader, self.show_progress))
+
+    def checkpoint(self, epoch: int, metrics: dict[str, float]) -> None:
+        progress = {"epoch": epoch, "step": self.step, "metrics": metrics, "job": self.job.resume_key()}
+        path = save_checkpoint(Path(self.config.checkpoint_dir), self.model, self.optimizer, progress)
+        self.listener.on_checkpoint(str(path), epoch)

@@ -14,7 +14,9 @@ from recsys.data.bad_rows import BadRowTally, MalformedRowError
 from recsys.data.criteo import read_criteo
 from recsys.data.schema import CRITEO, MISSING_ID
 
-GOOD_ROW = "1\t" + "\t".join(str(value) for value in range(13)) + "\t" + "\t".join(f"{value:08x}" for value in range(26))
+GOOD_ROW = (
+    "1\t" + "\t".join(str(value) for value in range(13)) + "\t" + "\t".join(f"{value:08x}" for value in range(26))
+)
 
 
 def reference_parse(line: str) -> list:

@@ -24,9 +24,7 @@ def test_gzip_output_is_the_same_data(tmp_path):
     config = SynthConfig(rows=2000, cardinality_scale=0.001)
     write_synthetic(config, tmp_path / "plain.tsv")
     write_synthetic(config, tmp_path / "packed.tsv.gz")
-    frames = [
-        next(read_criteo([tmp_path / name], BadRowTally()))[0] for name in ("plain.tsv", "packed.tsv.gz")
-    ]
+    frames = [next(read_criteo([tmp_path / name], BadRowTally()))[0] for name in ("plain.tsv", "packed.tsv.gz")]
     assert frames[0].equals(frames[1])
 
 

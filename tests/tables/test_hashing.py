@@ -50,8 +50,13 @@ def table_rows(lookup, feature: str, rows: torch.Tensor) -> torch.Tensor:
 def test_k_hash_functions_combine_their_rows(statistics, combine):
     spec = spec_from_mapping(
         {
-            "strategy": "hashing", "embedding_dim": 8, "rows": 97, "hash_functions": 2, "combine": combine,
-            "seed": 3, "exact_when_fits": False,
+            "strategy": "hashing",
+            "embedding_dim": 8,
+            "rows": 97,
+            "hash_functions": 2,
+            "combine": combine,
+            "seed": 3,
+            "exact_when_fits": False,
         }
     )
     lookup = build_lookup(spec, statistics)
@@ -59,9 +64,7 @@ def test_k_hash_functions_combine_their_rows(statistics, combine):
     pooled = lookup(single_id_batch(ids)).to_dict()
     for column, feature in enumerate(FEATURES):
         column_ids = torch.from_numpy(ids[:, column])
-        parts = [
-            table_rows(lookup, feature, hash_ids(column_ids, salt, 97)) for salt in lookup.salts[feature]
-        ]
+        parts = [table_rows(lookup, feature, hash_ids(column_ids, salt, 97)) for salt in lookup.salts[feature]]
         expected = parts[0] + parts[1] if combine == "sum" else torch.cat(parts, dim=1)
         torch.testing.assert_close(pooled[feature], expected)
 
@@ -97,9 +100,7 @@ def test_exact_features_never_cost_more_than_hashing_them(statistics):
 
 
 def test_budget_without_exact_tables_is_spent_on_hashed_rows(statistics):
-    spec = spec_from_mapping(
-        {"strategy": "hashing", "embedding_dim": 8, "compression": 1, "exact_when_fits": False}
-    )
+    spec = spec_from_mapping({"strategy": "hashing", "embedding_dim": 8, "compression": 1, "exact_when_fits": False})
     lookup = build_lookup(spec, statistics)
     assert lookup.rows == {feature: count + 1 for feature, count in statistics.cardinalities.items()}
 
