@@ -11,7 +11,7 @@ from pathlib import Path
 
 from recsys.data.cache import PreparedCache
 from recsys.data.prepare import PrepareOptions, prepare
-from recsys.data.synth import SynthConfig, write_synthetic
+from recsys.data.synth import GENERATOR_VERSION, SynthConfig, write_synthetic
 from recsys.tracking import resolve_tracking_uri
 from recsys.train.config import TrainConfig
 from recsys.workflow import train_and_track
@@ -37,7 +37,7 @@ def prepared_data(options: DemoOptions) -> PreparedCache:
     options.workdir.mkdir(parents=True, exist_ok=True)
     config = SynthConfig(rows=options.rows, cardinality_scale=options.cardinality_scale, seed=options.seed)
     raw, cache_path, stamp = (options.workdir / name for name in ("synthetic.tsv", "cache", "settings.json"))
-    settings = json.dumps(asdict(config), sort_keys=True)
+    settings = json.dumps({**asdict(config), "generator_version": GENERATOR_VERSION}, sort_keys=True)
     if stamp.exists() and stamp.read_text() == settings and (cache_path / "meta.json").exists():
         print(f"reusing {cache_path} (same synthetic settings)")
         return PreparedCache.open(cache_path)

@@ -32,7 +32,8 @@ CRITEO_KAGGLE_CARDINALITIES = (
 )  # fmt: skip
 """Distinct values per categorical feature C1..C26 in the Criteo Kaggle training set."""
 
-MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+GENERATOR_VERSION = 2
+"""Bumped whenever the same config would write different rows, so cached synthetic data is remade."""
 HEX_DIGITS = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 INTERACTION_RANK = 4
 
