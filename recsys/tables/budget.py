@@ -17,6 +17,11 @@ def full_rows(cardinality: int) -> int:
     return cardinality + 1
 
 
+def exact_bytes(cardinality: int, embedding_dim: int) -> int:
+    """Bytes of one feature mapped exactly: a full table plus its vocabulary index."""
+    return full_rows(cardinality) * embedding_dim * FLOAT_BYTES + INDEX_BYTES * cardinality
+
+
 def full_table_bytes(cardinalities: dict[str, int], embedding_dim: int) -> int:
     """Parameter bytes of the reference full table over all features (the denominator of compression)."""
     return sum(full_rows(cardinality) * embedding_dim * FLOAT_BYTES for cardinality in cardinalities.values())
@@ -49,3 +54,15 @@ def budget_bytes(compression: float | None, total_bytes: int | None, full_bytes:
     if total_bytes is None:
         raise ValueError("a budget needs compression or bytes")
     return total_bytes
+
+
+def feature_shares(
+    cardinalities: dict[str, int],
+    embedding_dim: int,
+    compression: float | None,
+    total_bytes: int | None,
+    full_bytes: int,
+) -> dict[str, int]:
+    """Each feature's share of a budget, water-filled over the features' exact sizes."""
+    sizes = {feature: exact_bytes(count, embedding_dim) for feature, count in cardinalities.items()}
+    return water_fill(sizes, budget_bytes(compression, total_bytes, full_bytes))

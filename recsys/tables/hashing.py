@@ -29,7 +29,7 @@ from torchrec.modules.embedding_modules import EmbeddingBagCollection
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
 
 from recsys.data.stats import FeatureStatistics
-from recsys.tables.budget import FLOAT_BYTES, INDEX_BYTES, budget_bytes, full_rows, water_fill
+from recsys.tables.budget import FLOAT_BYTES, budget_bytes, exact_bytes, feature_shares, full_rows, water_fill
 from recsys.tables.hashes import derive_salt, hash_ids
 from recsys.tables.interface import LookupModule
 from recsys.tables.jagged import FeatureParts, remap_features
@@ -71,18 +71,18 @@ def plan_tables(spec: HashingSpec, statistics: FeatureStatistics, full_bytes: in
     """Size every feature's table from `spec.rows` or the budget; see the module docstring."""
     row_bytes = spec.row_dim * FLOAT_BYTES
     exact_rows = {feature: full_rows(count) for feature, count in statistics.cardinalities.items()}
-    exact_bytes = {
-        feature: rows * spec.embedding_dim * FLOAT_BYTES + INDEX_BYTES * statistics.cardinalities[feature]
-        for feature, rows in exact_rows.items()
+    exact_sizes = {
+        feature: exact_bytes(count, spec.embedding_dim) for feature, count in statistics.cardinalities.items()
     }
     if spec.rows is not None:
         shares = {feature: spec.rows * row_bytes for feature in statistics.features}
+    elif spec.exact_when_fits:
+        shares = feature_shares(statistics.cardinalities, spec.embedding_dim, spec.compression, spec.bytes, full_bytes)
     else:
-        budget = budget_bytes(spec.compression, spec.bytes, full_bytes)
-        sizes = exact_bytes if spec.exact_when_fits else {f: rows * row_bytes for f, rows in exact_rows.items()}
-        shares = water_fill(sizes, budget)
+        sizes = {feature: rows * row_bytes for feature, rows in exact_rows.items()}
+        shares = water_fill(sizes, budget_bytes(spec.compression, spec.bytes, full_bytes))
     exact = frozenset(
-        feature for feature, share in shares.items() if spec.exact_when_fits and share >= exact_bytes[feature]
+        feature for feature, share in shares.items() if spec.exact_when_fits and share >= exact_sizes[feature]
     )
     rows = {
         feature: exact_rows[feature] if feature in exact else max(1, share // row_bytes)
