@@ -8,6 +8,8 @@ torch has no unsigned 64-bit type, so the arithmetic runs on int64: multiplicati
 
 from __future__ import annotations
 
+import zlib
+
 import torch
 
 UINT64 = 1 << 64
@@ -54,3 +56,8 @@ def derive_salt(seed: int, *keys: int) -> int:
 def hash_ids(ids: torch.Tensor, salt: int, buckets: int) -> torch.Tensor:
     """Bucket in [0, buckets) of every int64 id under the hash function chosen by `salt`."""
     return (mix64(ids ^ salt) & NON_NEGATIVE) % buckets
+
+
+def feature_key(feature: str) -> int:
+    """A stable integer for a feature name, so a feature hashes alike whatever the feature order."""
+    return zlib.crc32(feature.encode())

@@ -19,7 +19,6 @@ the DLRM reference, whose modulo on dense indices leaves features smaller than t
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass
 from typing import Literal
 
@@ -30,7 +29,7 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
 
 from recsys.data.stats import FeatureStatistics
 from recsys.tables.budget import FLOAT_BYTES, budget_bytes, exact_bytes, feature_shares, full_rows, water_fill
-from recsys.tables.hashes import derive_salt, hash_ids
+from recsys.tables.hashes import derive_salt, feature_key, hash_ids
 from recsys.tables.interface import LookupModule
 from recsys.tables.jagged import FeatureParts, remap_features
 from recsys.tables.spec import BudgetSpec
@@ -91,11 +90,6 @@ def plan_tables(spec: HashingSpec, statistics: FeatureStatistics, full_bytes: in
     return TablePlan(rows=rows, exact=exact)
 
 
-def name_key(feature: str) -> int:
-    """A stable integer for a feature name, so a feature hashes alike whatever the feature order."""
-    return zlib.crc32(feature.encode())
-
-
 class HashingLookup(LookupModule):
     name = "hashing"
     spec_type = HashingSpec
@@ -109,7 +103,7 @@ class HashingLookup(LookupModule):
             {feature: statistics.vocabulary(feature, 1) for feature in self.feature_names if feature in self.exact}
         )
         self.salts = {
-            feature: [derive_salt(spec.seed, name_key(feature), function) for function in range(spec.hash_functions)]
+            feature: [derive_salt(spec.seed, feature_key(feature), function) for function in range(spec.hash_functions)]
             for feature in self.feature_names
         }
         self.configs = [

@@ -42,3 +42,30 @@ def remap_features(
             values.append(part_values)
             lengths.append(part_lengths)
     return KeyedJaggedTensor(keys=keys, values=torch.cat(values), lengths=torch.cat(lengths), stride=features.stride())
+
+
+def one_bag_per_value(parts: FeatureParts) -> KeyedJaggedTensor:
+    """A KJT in which every value is a bag of its own, so pooled storage returns one vector per value.
+
+    Keys with fewer values than the longest are padded with empty bags (stride = the most values).
+    """
+    stride = max(values.numel() for _, values, _ in parts)
+    lengths = []
+    for _, values, _ in parts:
+        bag_lengths = torch.zeros(stride, dtype=torch.int32, device=values.device)
+        bag_lengths[: values.numel()] = 1
+        lengths.append(bag_lengths)
+    return KeyedJaggedTensor(
+        keys=[key for key, _, _ in parts],
+        values=torch.cat([values for _, values, _ in parts]),
+        lengths=torch.cat(lengths),
+        stride=stride,
+    )
+
+
+def sum_bags(vectors: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Sum consecutive rows of `vectors` [n, d] into bags of `lengths` [B] -> [B, d]."""
+    bags = torch.repeat_interleave(torch.arange(lengths.numel(), device=lengths.device), lengths)
+    return torch.zeros(lengths.numel(), vectors.shape[1], dtype=vectors.dtype, device=vectors.device).index_add_(
+        0, bags, vectors
+    )

@@ -15,11 +15,13 @@ from recsys.data.stats import FeatureStatistics
 from recsys.tables.full import FullLookup
 from recsys.tables.hashing import HashingLookup
 from recsys.tables.interface import LookupModule
+from recsys.tables.qr import QRLookup
 from recsys.tables.spec import TableSpec
 
 STRATEGIES: dict[str, type[LookupModule]] = {
     FullLookup.name: FullLookup,
     HashingLookup.name: HashingLookup,
+    QRLookup.name: QRLookup,
 }
 
 
