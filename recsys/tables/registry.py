@@ -17,11 +17,13 @@ from recsys.tables.hashing import HashingLookup
 from recsys.tables.interface import LookupModule
 from recsys.tables.qr import QRLookup
 from recsys.tables.spec import TableSpec
+from recsys.tables.unified import UnifiedLookup
 
 STRATEGIES: dict[str, type[LookupModule]] = {
     FullLookup.name: FullLookup,
     HashingLookup.name: HashingLookup,
     QRLookup.name: QRLookup,
+    UnifiedLookup.name: UnifiedLookup,
 }
 
 
