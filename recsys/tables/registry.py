@@ -15,6 +15,7 @@ from recsys.data.stats import FeatureStatistics
 from recsys.tables.full import FullLookup
 from recsys.tables.hashing import HashingLookup
 from recsys.tables.interface import LookupModule
+from recsys.tables.mixed_dim import MixedDimLookup
 from recsys.tables.qr import QRLookup
 from recsys.tables.spec import TableSpec
 from recsys.tables.unified import UnifiedLookup
@@ -24,6 +25,7 @@ STRATEGIES: dict[str, type[LookupModule]] = {
     HashingLookup.name: HashingLookup,
     QRLookup.name: QRLookup,
     UnifiedLookup.name: UnifiedLookup,
+    MixedDimLookup.name: MixedDimLookup,
 }
 
 
