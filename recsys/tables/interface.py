@@ -56,6 +56,8 @@ class LookupModule(nn.Module, ABC):
 
     name: ClassVar[str]
     spec_type: ClassVar[type[TableSpec]]
+    fills_budget: ClassVar[bool] = True
+    """Whether sizing uses (nearly) all of a budget; False where sizes move in coarse steps."""
 
     def __init__(self, spec: TableSpec, statistics: FeatureStatistics) -> None:
         super().__init__()

@@ -6,8 +6,10 @@ rarely, so they get fewer dimensions. With n_f the feature's number of rows (`by
 or its effective number of rows, the perplexity 2^H of its id frequencies (`by = "popularity"`),
 the dimension follows the power rule
 
-    d_f = clamp(round(lambda * n_f^(-alpha)), min_dim, embedding_dim)        (alpha = 0.3 by default)
+    d_f = clamp(round4(lambda * n_f^(-alpha)), min_dim, embedding_dim)       (alpha = 0.3 by default)
 
+rounded to a multiple of 4 (fbgemm's fused tables need row widths divisible by 4, so at dim 16 the
+dims are 4, 8, 12 or 16; the rule has more room at larger model dims)
 with lambda set by `base_dim` (the smallest feature gets it) or, by bisection, by the budget
 (`compression` or `bytes`). Optionally dims are rounded to powers of two. Every feature narrower
 than `embedding_dim` gets a learned linear projection (no bias) to it, so dot-interaction models
@@ -17,8 +19,8 @@ work; the projections are counted in memory:
 
 Ids become rows exactly through the training vocabulary (`index = "vocabulary"`, 8 bytes per
 id), or by a seeded hash into ceil(`rows_factor` * (|V_f| + 1)) rows (`index = "hash"`, no index).
-At dim 16 the vocabulary alone is 1/8 of the full table, and one column per row is 1/16 of it,
-so large compressions need the hash index and, past 16x, fewer rows than ids (`rows_factor` < 1).
+At dim 16 the vocabulary alone is 1/8 of the full table, and the narrowest rows (4 columns) are
+1/4 of it, so past about 3x the hash index and fewer rows than ids (`rows_factor` < 1) are needed.
 
 Memory: sum_f rows_f * d_f * 4 + sum_{d_f < dim} d_f * dim * 4 bytes, plus the vocabularies.
 """
@@ -41,7 +43,7 @@ from recsys.tables.budget import FLOAT_BYTES, budget_bytes, full_rows
 from recsys.tables.hashes import derive_salt, feature_key, hash_ids
 from recsys.tables.interface import LookupModule
 from recsys.tables.jagged import FeatureParts, remap_features
-from recsys.tables.spec import TableSpec
+from recsys.tables.spec import DIM_MULTIPLE, TableSpec, check_width
 from recsys.tables.vocabulary import Vocabularies
 
 
@@ -52,7 +54,7 @@ class MixedDimSpec(TableSpec):
     base_dim: int | None = None
     alpha: float = 0.3
     by: Literal["cardinality", "popularity"] = "cardinality"
-    min_dim: int = 1
+    min_dim: int = DIM_MULTIPLE
     round_to_power_of_two: bool = False
     index: Literal["vocabulary", "hash"] = "vocabulary"
     rows_factor: float = 1.0
@@ -67,8 +69,9 @@ class MixedDimSpec(TableSpec):
             raise ValueError(f"compression must be at least 1, got {self.compression}")
         if self.alpha < 0:
             raise ValueError(f"alpha must be non-negative, got {self.alpha}")
-        if not 1 <= self.min_dim <= self.embedding_dim:
-            raise ValueError(f"min_dim must be in [1, embedding_dim = {self.embedding_dim}], got {self.min_dim}")
+        check_width("min_dim", self.min_dim)
+        if self.min_dim > self.embedding_dim:
+            raise ValueError(f"min_dim must be at most embedding_dim = {self.embedding_dim}, got {self.min_dim}")
         if self.base_dim is not None and not 1 <= self.base_dim <= self.embedding_dim:
             raise ValueError(f"base_dim must be in [1, embedding_dim = {self.embedding_dim}], got {self.base_dim}")
         if self.rows_factor <= 0 or (self.index == "vocabulary" and self.rows_factor != 1.0):
@@ -85,19 +88,21 @@ def effective_rows(statistics: FeatureStatistics, feature: str, by: str) -> floa
 
 
 def power_rule_dims(sizes: dict[str, float], scale: float, spec: MixedDimSpec) -> dict[str, int]:
-    """d_f = clamp(round(scale * n_f^-alpha)) (optionally to a power of two) for every feature."""
+    """d_f = scale * n_f^-alpha rounded to a multiple of 4 (or a power of two), within [min_dim, dim]."""
     dims = {}
     for feature, size in sizes.items():
         dim = scale * size ** (-spec.alpha)
         if spec.round_to_power_of_two:
             dim = 2 ** round(math.log2(max(dim, 1e-9)))
-        dims[feature] = min(spec.embedding_dim, max(spec.min_dim, round(dim)))
+        dim = round(dim / DIM_MULTIPLE) * DIM_MULTIPLE
+        dims[feature] = min(spec.embedding_dim, max(spec.min_dim, dim))
     return dims
 
 
 class MixedDimLookup(LookupModule):
     name = "mixed_dim"
     spec_type = MixedDimSpec
+    fills_budget = False  # widths move by 4 columns: widening the largest feature may not fit
 
     def __init__(self, spec: MixedDimSpec, statistics: FeatureStatistics) -> None:
         super().__init__(spec, statistics)
@@ -144,8 +149,9 @@ class MixedDimLookup(LookupModule):
         if self.bytes_for(narrowest) > budget:
             raise ValueError(
                 f"mixed_dim needs at least {self.bytes_for(narrowest):,} bytes at min_dim {spec.min_dim} "
-                f"(index = {spec.index!r}), more than the budget of {budget:,}; use index = 'hash', "
-                "a rows_factor below 1, or a lower compression"
+                f"(index = {spec.index!r}), more than the budget of {budget:,}; use "
+                + ("index = 'hash' with " if spec.index == "vocabulary" else "")
+                + "a smaller rows_factor, or a lower compression"
             )
         low, high = 0.0, spec.embedding_dim * max(self.sizes.values()) ** spec.alpha
         for _ in range(60):

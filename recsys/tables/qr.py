@@ -41,7 +41,7 @@ from recsys.tables.budget import FLOAT_BYTES, INDEX_BYTES, exact_bytes, feature_
 from recsys.tables.hashes import derive_salt, feature_key, hash_ids
 from recsys.tables.interface import LookupModule
 from recsys.tables.jagged import FeatureParts, one_bag_per_value, remap_features, split_features, sum_bags
-from recsys.tables.spec import BudgetSpec
+from recsys.tables.spec import DIM_MULTIPLE, BudgetSpec
 from recsys.tables.vocabulary import Vocabularies
 
 MAX_PARTITIONS = 8
@@ -61,10 +61,11 @@ class QRSpec(BudgetSpec):
         super().__post_init__()
         if self.partitions < 2:
             raise ValueError(f"partitions must be at least 2, got {self.partitions}")
-        if self.operation == "concat" and self.embedding_dim % self.partitions:
+        if self.operation == "concat" and self.embedding_dim % (self.partitions * DIM_MULTIPLE):
             raise ValueError(
-                f"operation = 'concat' splits embedding_dim {self.embedding_dim} into {self.partitions} parts: "
-                "make embedding_dim a multiple of partitions"
+                f"operation = 'concat' splits embedding_dim {self.embedding_dim} into {self.partitions} parts "
+                f"whose widths must be multiples of {DIM_MULTIPLE}: make embedding_dim a multiple of "
+                f"{self.partitions * DIM_MULTIPLE}"
             )
         if self.hash_range < 1:
             raise ValueError(f"hash_range must be at least 1, got {self.hash_range}")
@@ -76,7 +77,9 @@ class QRSpec(BudgetSpec):
     def partition_counts(self) -> list[int]:
         """The partition counts to try, fewest first: a feature whose share is too small gets more."""
         counts = range(self.partitions, max(self.partitions, MAX_PARTITIONS) + 1)
-        return [count for count in counts if self.operation != "concat" or self.embedding_dim % count == 0]
+        return [
+            count for count in counts if self.operation != "concat" or self.embedding_dim % (count * DIM_MULTIPLE) == 0
+        ]
 
 
 def mixed_radix_digits(indices: torch.Tensor, sizes: Sequence[int]) -> list[torch.Tensor]:

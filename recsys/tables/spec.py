@@ -12,6 +12,15 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+DIM_MULTIPLE = 4
+"""torchrec's fused (fbgemm) tables need row widths divisible by 4, even on CPU."""
+
+
+def check_width(name: str, width: int) -> None:
+    """Refuse a table row width fbgemm cannot hold."""
+    if width <= 0 or width % DIM_MULTIPLE:
+        raise ValueError(f"{name} must be a positive multiple of {DIM_MULTIPLE} (fbgemm's tables need it), got {width}")
+
 
 @dataclass(frozen=True)
 class TableSpec:
@@ -21,8 +30,7 @@ class TableSpec:
     embedding_dim: int = 16
 
     def __post_init__(self) -> None:
-        if self.embedding_dim <= 0:
-            raise ValueError(f"embedding_dim must be positive, got {self.embedding_dim}")
+        check_width("embedding_dim", self.embedding_dim)
 
     def to_dict(self) -> dict:
         return {key: value for key, value in asdict(self).items() if value is not None}

@@ -37,7 +37,7 @@ from recsys.tables.budget import FLOAT_BYTES, budget_bytes
 from recsys.tables.hashes import derive_salt, feature_key, hash_ids
 from recsys.tables.interface import LookupModule
 from recsys.tables.jagged import FeatureParts, remap_features
-from recsys.tables.spec import BudgetSpec
+from recsys.tables.spec import DIM_MULTIPLE, BudgetSpec, check_width
 
 
 @dataclass(frozen=True)
@@ -53,8 +53,8 @@ class UnifiedSpec(BudgetSpec):
             raise ValueError(f"lookups must be at least 1, got {self.lookups}")
         if self.max_lookups < 1:
             raise ValueError(f"max_lookups must be at least 1, got {self.max_lookups}")
-        if self.chunk_dim is not None and self.chunk_dim < 1:
-            raise ValueError(f"chunk_dim must be positive, got {self.chunk_dim}")
+        if self.chunk_dim is not None:
+            check_width("chunk_dim", self.chunk_dim)
 
     def lookups_of(self, cardinality: int) -> int:
         if self.lookups == "cardinality":
@@ -62,11 +62,11 @@ class UnifiedSpec(BudgetSpec):
         return self.lookups
 
     def chunk_width(self) -> int:
-        """`chunk_dim`, or by default the width at which the most lookups fill `embedding_dim`."""
+        """`chunk_dim`, or by default the widest multiple of 4 at which the most lookups fit `embedding_dim`."""
         if self.chunk_dim is not None:
             return self.chunk_dim
         most = self.max_lookups if self.lookups == "cardinality" else self.lookups
-        return max(1, self.embedding_dim // most)
+        return max(DIM_MULTIPLE, self.embedding_dim // most // DIM_MULTIPLE * DIM_MULTIPLE)
 
 
 class UnifiedLookup(LookupModule):

@@ -18,8 +18,8 @@ FEATURES = ("small", "medium", "large", "huge")
 
 def training_ids(seed: int = 0) -> dict[str, np.ndarray]:
     generator = np.random.default_rng(seed)
-    sizes = {"small": 3, "medium": 60, "large": 3000, "huge": 20000}
-    return {name: generator.zipf(1.3, size=30_000) % size * 7919 - 5 for name, size in sizes.items()}
+    sizes = {"small": 3, "medium": 60, "large": 3000, "huge": 200_000}
+    return {name: generator.zipf(1.1, size=200_000) % size * 7919 - 5 for name, size in sizes.items()}
 
 
 @pytest.fixture(scope="session")

@@ -91,9 +91,12 @@ def test_memory_report_is_the_real_tensor_bytes(spec, statistics):
 def test_budget_is_met(spec, statistics):
     if getattr(spec, "compression", None) is None:
         pytest.skip(f"{spec.strategy} preset is not sized by compression")
-    report = build_lookup(spec, statistics).memory_report()
+    lookup = build_lookup(spec, statistics)
+    report = lookup.memory_report()
     budget = report.full_bytes / spec.compression
-    assert 0.9 * budget <= report.total_bytes <= budget * 1.0001
+    assert report.total_bytes <= budget * 1.0001
+    if lookup.fills_budget:
+        assert report.total_bytes >= 0.9 * budget
 
 
 def test_spec_survives_a_round_trip(spec):

@@ -17,7 +17,7 @@ def test_dims_follow_the_power_rule():
     spec = spec_from_mapping({"strategy": "mixed_dim", "embedding_dim": 512, "base_dim": 512, "alpha": 0.5})
     sizes = {"a": 4.0, "b": 400.0, "c": 40_000.0}
     dims = power_rule_dims(sizes, 512 * 4**0.5, spec)
-    assert dims == {"a": 512, "b": 51, "c": 5}  # 512 * (n / 4) ** -0.5, rounded
+    assert dims == {"a": 512, "b": 52, "c": 4}  # 512 * (n / 4) ** -0.5 = 512, 51.2, 5.12, to multiples of 4
     rounded = power_rule_dims(sizes, 512 * 4**0.5, spec_from_mapping({**spec.to_dict(), "round_to_power_of_two": True}))
     assert rounded == {"a": 512, "b": 64, "c": 4}
 
@@ -30,11 +30,11 @@ def test_base_dim_goes_to_the_smallest_feature(statistics):
 
 
 def test_the_budget_takes_the_widest_dims_that_fit(statistics):
-    spec = spec_from_mapping({"strategy": "mixed_dim", "compression": 3})
+    spec = spec_from_mapping({"strategy": "mixed_dim", "compression": 2})
     lookup = build_lookup(spec, statistics)
-    budget = lookup.full_bytes / 3
+    budget = lookup.full_bytes / 2
     assert lookup.memory_report().total_bytes <= budget
-    wider = {feature: min(16, dim + 1) for feature, dim in lookup.dims.items()}
+    wider = {feature: min(16, dim + 4) for feature, dim in lookup.dims.items()}
     assert any(lookup.bytes_for({**lookup.dims, feature: wider[feature]}) > budget for feature in FEATURES)
 
 
@@ -63,7 +63,7 @@ def test_narrow_features_are_projected_to_the_model_dim(statistics):
 
 
 def test_an_impossible_budget_says_what_to_change(statistics):
-    with pytest.raises(ValueError, match="use index = 'hash', a rows_factor below 1"):
+    with pytest.raises(ValueError, match="use index = 'hash' with a smaller rows_factor, or a lower compression"):
         build_lookup(spec_from_mapping({"strategy": "mixed_dim", "compression": 10}), statistics)
 
 
@@ -72,7 +72,7 @@ def test_an_impossible_budget_says_what_to_change(statistics):
     [
         ({}, "exactly one of compression, bytes or base_dim"),
         ({"base_dim": 4, "compression": 2}, "exactly one of compression, bytes or base_dim"),
-        ({"base_dim": 4, "min_dim": 0}, "min_dim must be in"),
+        ({"base_dim": 4, "min_dim": 2}, "min_dim must be a positive multiple of 4"),
         ({"base_dim": 4, "rows_factor": 0.5}, "1 with index = 'vocabulary'"),
         ({"base_dim": 4, "by": "size"}, "one of 'cardinality', 'popularity'"),
     ],

@@ -123,7 +123,7 @@ def test_a_share_too_small_shrinks_the_hash_range_or_is_refused(statistics):
     ("values", "message"),
     [
         ({"rows": 8, "partitions": 1}, "partitions must be at least 2"),
-        ({"rows": 8, "partitions": 3, "operation": "concat"}, "multiple of partitions"),
+        ({"rows": 8, "partitions": 3, "operation": "concat"}, "make embedding_dim a multiple of 12"),
         ({"rows": 8, "operation": "divide"}, "one of 'mult', 'add', 'concat'"),
         ({"rows": 8, "index": "exact"}, "one of 'hash', 'vocabulary'"),
     ],

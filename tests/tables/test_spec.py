@@ -23,7 +23,8 @@ def write(tmp_path, text: str):
         ('strategy = "full"\nmin_count = true\n', "'min_count' must be an integer, got True"),
         ('strategy = "bloom"\n', "unknown strategy 'bloom'; known strategies: full, hashing"),
         ("embedding_dim = 16\n", "missing key 'strategy'"),
-        ('strategy = "full"\nembedding_dim = 0\n', "embedding_dim must be positive"),
+        ('strategy = "full"\nembedding_dim = 0\n', "embedding_dim must be a positive multiple of 4"),
+        ('strategy = "full"\nembedding_dim = 10\n', "embedding_dim must be a positive multiple of 4"),
         ('strategy = "full\n', "not valid TOML"),
     ],
 )

@@ -68,7 +68,7 @@ def test_lookups_by_cardinality_are_projected_and_counted(statistics):
     [
         ({"rows": 8, "lookups": 0}, "lookups must be at least 1"),
         ({"rows": 8, "lookups": "many"}, "'lookups' must be an integer or one of 'cardinality'"),
-        ({"rows": 8, "chunk_dim": 0}, "chunk_dim must be positive"),
+        ({"rows": 8, "chunk_dim": 6}, "chunk_dim must be a positive multiple of 4"),
     ],
 )
 def test_bad_unified_specs_are_explained(values, message):
