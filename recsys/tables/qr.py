@@ -253,20 +253,28 @@ class QRLookup(LookupModule):
         return [(f"{feature}/{part}", digit, lengths) for part, digit in enumerate(digits)]
 
     def forward(self, features: KeyedJaggedTensor) -> KeyedTensor:
-        if self.spec.operation == "mult":
+        one_id_per_bag = bool(features.lengths().eq(1).all())
+        if self.spec.operation == "mult" and not one_id_per_bag:
             vectors = self.multiplied(features)
-        else:
+        else:  # pooling a bag of one id is the id's vector, so the product may follow pooling
             pooled = self.storage(remap_features(features, self.remap_feature)).to_dict()
             vectors = {feature: self.combine(feature, pooled) for feature in features.keys()}
         return KeyedTensor.from_tensor_list(self.feature_names, [vectors[feature] for feature in self.feature_names])
 
     def combine(self, feature: str, pooled: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Pooled partition vectors of one feature into its vector (add and concat commute with pooling)."""
+        """Pooled partition vectors of one feature into its vector (exact for `mult` only with one id per bag)."""
         sizes = self.plans[feature].sizes
         if sizes is None:
             return pooled[feature]
         parts = [pooled[f"{feature}/{part}"] for part in range(len(sizes))]
-        return torch.cat(parts, dim=1) if self.spec.operation == "concat" else torch.stack(parts).sum(dim=0)
+        if self.spec.operation == "concat":
+            return torch.cat(parts, dim=1)
+        if self.spec.operation == "add":
+            return torch.stack(parts).sum(dim=0)
+        product = parts[0]
+        for part in parts[1:]:
+            product = product * part
+        return product
 
     def multiplied(self, features: KeyedJaggedTensor) -> dict[str, torch.Tensor]:
         """`mult` does not commute with pooling: look up one vector per id, multiply, then pool by bag."""
