@@ -94,7 +94,9 @@ class MLflowTracker(Listener):
         experiment: str = DEFAULT_EXPERIMENT,
         run_name: str | None = None,
         parent_run_id: str | None = None,
+        extra_tags: dict[str, str] | None = None,
     ) -> None:
+        self.extra_tags = dict(extra_tags or {})
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
         self.client, self.experiment_id = connect(self.tracking_uri, experiment)
         self.run_name = run_name
@@ -106,7 +108,7 @@ class MLflowTracker(Listener):
     def on_start(self, start: RunStart) -> None:
         from mlflow.entities import Param
 
-        tags = dict(start.tags)
+        tags = {**start.tags, **self.extra_tags}
         if self.parent_run_id is not None:
             tags["mlflow.parentRunId"] = self.parent_run_id
         self.run_id = self.client.create_run(self.experiment_id, run_name=self.run_name, tags=tags).info.run_id

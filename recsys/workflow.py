@@ -23,6 +23,7 @@ def train_and_track(
     experiment: str = "recsys",
     run_name: str | None = None,
     parent_run_id: str | None = None,
+    extra_tags: dict[str, str] | None = None,
 ) -> tuple[TrainResult, str | None]:
     """Train one model; with `tracking`, the MLflow store is checked before any work starts."""
     spec = load_spec(tables)
@@ -32,7 +33,9 @@ def train_and_track(
     if tracking and is_main_process():
         from recsys.tracking import MLflowTracker
 
-        tracker = MLflowTracker(tracking_uri, experiment, run_name=run_name, parent_run_id=parent_run_id)
+        tracker = MLflowTracker(
+            tracking_uri, experiment, run_name=run_name, parent_run_id=parent_run_id, extra_tags=extra_tags
+        )
         listeners.append(tracker)
     job = Job(
         cache=cache,
