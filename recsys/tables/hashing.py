@@ -32,7 +32,7 @@ from recsys.tables.budget import FLOAT_BYTES, budget_bytes, exact_bytes, feature
 from recsys.tables.hashes import derive_salt, feature_key, hash_ids
 from recsys.tables.interface import LookupModule
 from recsys.tables.jagged import FeatureParts, remap_features
-from recsys.tables.spec import DIM_MULTIPLE, BudgetSpec
+from recsys.tables.spec import BudgetSpec, check_split
 from recsys.tables.vocabulary import Vocabularies
 
 
@@ -47,12 +47,8 @@ class HashingSpec(BudgetSpec):
         super().__post_init__()
         if self.hash_functions < 1:
             raise ValueError(f"hash_functions must be at least 1, got {self.hash_functions}")
-        if self.combine == "concat" and self.embedding_dim % (self.hash_functions * DIM_MULTIPLE):
-            raise ValueError(
-                f"combine = 'concat' splits embedding_dim {self.embedding_dim} into {self.hash_functions} "
-                f"parts whose widths must be multiples of {DIM_MULTIPLE}: make embedding_dim a multiple of "
-                f"{self.hash_functions * DIM_MULTIPLE}"
-            )
+        if self.combine == "concat":
+            check_split("combine = 'concat'", self.embedding_dim, self.hash_functions)
 
     @property
     def row_dim(self) -> int:

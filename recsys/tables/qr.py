@@ -41,7 +41,7 @@ from recsys.tables.budget import FLOAT_BYTES, INDEX_BYTES, exact_bytes, feature_
 from recsys.tables.hashes import derive_salt, feature_key, hash_ids
 from recsys.tables.interface import LookupModule
 from recsys.tables.jagged import FeatureParts, one_bag_per_value, remap_features, split_features, sum_bags
-from recsys.tables.spec import DIM_MULTIPLE, BudgetSpec
+from recsys.tables.spec import DIM_MULTIPLE, BudgetSpec, check_split
 from recsys.tables.vocabulary import Vocabularies
 
 MAX_PARTITIONS = 8
@@ -61,12 +61,8 @@ class QRSpec(BudgetSpec):
         super().__post_init__()
         if self.partitions < 2:
             raise ValueError(f"partitions must be at least 2, got {self.partitions}")
-        if self.operation == "concat" and self.embedding_dim % (self.partitions * DIM_MULTIPLE):
-            raise ValueError(
-                f"operation = 'concat' splits embedding_dim {self.embedding_dim} into {self.partitions} parts "
-                f"whose widths must be multiples of {DIM_MULTIPLE}: make embedding_dim a multiple of "
-                f"{self.partitions * DIM_MULTIPLE}"
-            )
+        if self.operation == "concat":
+            check_split("operation = 'concat'", self.embedding_dim, self.partitions)
         if self.hash_range < 1:
             raise ValueError(f"hash_range must be at least 1, got {self.hash_range}")
 

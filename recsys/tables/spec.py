@@ -16,6 +16,15 @@ DIM_MULTIPLE = 4
 """torchrec's fused (fbgemm) tables need row widths divisible by 4, even on CPU."""
 
 
+def check_split(option: str, embedding_dim: int, parts: int) -> None:
+    """Refuse splitting `embedding_dim` into `parts` concatenated rows whose widths fbgemm cannot hold."""
+    if embedding_dim % (parts * DIM_MULTIPLE):
+        raise ValueError(
+            f"{option} splits embedding_dim {embedding_dim} into {parts} parts whose widths must be multiples "
+            f"of {DIM_MULTIPLE}: make embedding_dim a multiple of {parts * DIM_MULTIPLE}"
+        )
+
+
 def check_width(name: str, width: int) -> None:
     """Refuse a table row width fbgemm cannot hold."""
     if width <= 0 or width % DIM_MULTIPLE:
