@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torchrec.modules.embedding_configs import EmbeddingBagConfig
 from torchrec.modules.embedding_modules import EmbeddingBagCollection
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
 
 from recsys.data.stats import FeatureStatistics
 from recsys.tables.interface import LookupModule
-from recsys.tables.jagged import remap_features
+from recsys.tables.jagged import FeatureParts, remap_features
 from recsys.tables.spec import TableSpec
 from recsys.tables.vocabulary import Vocabularies
 
@@ -61,9 +62,10 @@ class FullLookup(LookupModule):
 
     def remap(self, features: KeyedJaggedTensor) -> KeyedJaggedTensor:
         """Ids to vocabulary rows, feature by feature."""
-        return remap_features(
-            features, lambda feature, ids, lengths: [(feature, self.vocabularies.rows(feature, ids), lengths)]
-        )
+        return remap_features(features, self.remap_feature, self.feature_names)
+
+    def remap_feature(self, feature: str, ids: torch.Tensor, lengths: torch.Tensor) -> FeatureParts:
+        return [(feature, self.vocabularies.rows(feature, ids), lengths)]
 
     def forward(self, features: KeyedJaggedTensor) -> KeyedTensor:
         return self.storage(self.remap(features))

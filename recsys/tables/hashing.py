@@ -128,7 +128,7 @@ class HashingLookup(LookupModule):
 
     def remap(self, features: KeyedJaggedTensor) -> KeyedJaggedTensor:
         """Ids to hashed (or, for exact features, vocabulary) rows, feature by feature."""
-        return remap_features(features, self.remap_feature)
+        return remap_features(features, self.remap_feature, self.feature_names)
 
     def remap_feature(self, feature: str, ids: torch.Tensor, lengths: torch.Tensor) -> FeatureParts:
         if feature in self.exact:

@@ -31,12 +31,27 @@ FeatureParts = list[tuple[str, torch.Tensor, torch.Tensor]]
 """(storage feature name, values, lengths) triples: what one input feature becomes in front of storage."""
 
 
+def in_order(features: KeyedJaggedTensor, order: list[str]) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+    """`split_features` in the order `order` names them, whatever order the batch has.
+
+    Storage always sees one key order: a sharded EmbeddingBagCollection fixes the key order of its
+    first batch and applies it to every later one.
+    """
+    parts = {feature: (feature, ids, lengths) for feature, ids, lengths in split_features(features)}
+    missing = [feature for feature in order if feature not in parts]
+    if missing:
+        raise KeyError(f"the batch has no feature {', '.join(missing)}; it has {', '.join(parts)}")
+    return [parts[feature] for feature in order]
+
+
 def remap_features(
-    features: KeyedJaggedTensor, remap_one: Callable[[str, torch.Tensor, torch.Tensor], FeatureParts]
+    features: KeyedJaggedTensor,
+    remap_one: Callable[[str, torch.Tensor, torch.Tensor], FeatureParts],
+    order: list[str],
 ) -> KeyedJaggedTensor:
-    """Apply `remap_one(feature, ids, lengths)` to every feature and join the parts into one KJT."""
+    """Apply `remap_one(feature, ids, lengths)` to every feature of `order` and join the parts into one KJT."""
     keys, values, lengths = [], [], []
-    for feature, ids, feature_lengths in split_features(features):
+    for feature, ids, feature_lengths in in_order(features, order):
         for key, part_values, part_lengths in remap_one(feature, ids, feature_lengths):
             keys.append(key)
             values.append(part_values)
@@ -49,7 +64,7 @@ def one_bag_per_value(parts: FeatureParts) -> KeyedJaggedTensor:
 
     Keys with fewer values than the longest are padded with empty bags (stride = the most values).
     """
-    stride = max(values.numel() for _, values, _ in parts)
+    stride = max(1, max(values.numel() for _, values, _ in parts))  # an all-empty batch still has a row
     lengths = []
     for _, values, _ in parts:
         bag_lengths = torch.zeros(stride, dtype=torch.int32, device=values.device)

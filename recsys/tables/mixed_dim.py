@@ -15,7 +15,7 @@ with lambda set by `base_dim` (the smallest feature gets it) or, by bisection, b
 than `embedding_dim` gets a learned linear projection (no bias) to it, so dot-interaction models
 work; the projections are counted in memory:
 
-    C3: 80,000 rows of d = 2  ->  lookup [B, 2]  ->  projection 2 x 16  ->  [B, 16]
+    C3: 80,000 rows of d = 4  ->  lookup [B, 4]  ->  projection 4 x 16  ->  [B, 16]
 
 Ids become rows exactly through the training vocabulary (`index = "vocabulary"`, 8 bytes per
 id), or by a seeded hash into ceil(`rows_factor` * (|V_f| + 1)) rows (`index = "hash"`, no index).
@@ -72,8 +72,10 @@ class MixedDimSpec(TableSpec):
         check_width("min_dim", self.min_dim)
         if self.min_dim > self.embedding_dim:
             raise ValueError(f"min_dim must be at most embedding_dim = {self.embedding_dim}, got {self.min_dim}")
-        if self.base_dim is not None and not 1 <= self.base_dim <= self.embedding_dim:
-            raise ValueError(f"base_dim must be in [1, embedding_dim = {self.embedding_dim}], got {self.base_dim}")
+        if self.base_dim is not None:
+            check_width("base_dim", self.base_dim)
+            if self.base_dim > self.embedding_dim:
+                raise ValueError(f"base_dim must be at most embedding_dim = {self.embedding_dim}, got {self.base_dim}")
         if self.rows_factor <= 0 or (self.index == "vocabulary" and self.rows_factor != 1.0):
             raise ValueError(f"rows_factor must be positive, and 1 with index = 'vocabulary'; got {self.rows_factor}")
 
@@ -176,7 +178,7 @@ class MixedDimLookup(LookupModule):
         return [(feature, hash_ids(ids, self.salts[feature], self.rows[feature]), lengths)]
 
     def forward(self, features: KeyedJaggedTensor) -> KeyedTensor:
-        pooled = self.storage(remap_features(features, self.remap_feature)).to_dict()
+        pooled = self.storage(remap_features(features, self.remap_feature, self.feature_names)).to_dict()
         vectors = [
             self.projections[feature](pooled[feature]) if feature in self.projections else pooled[feature]
             for feature in self.feature_names

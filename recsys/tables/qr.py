@@ -16,7 +16,7 @@ decompose exactly. QR needs indices in [0, N): either a vocabulary of the traini
 (`index = "vocabulary"`: exact, N = |V| + 1 with an out-of-vocabulary index, 8 bytes per id, which
 is 1/8 of a dim-16 full table and so more than a 10x budget allows) or a seeded hash into
 N = `hash_range` * (|V| + 1) (`index = "hash"`, the default: no index memory; with a range 16
-times the vocabulary about 3% of ids share an index). Features with fewer than `threshold` ids,
+times the vocabulary about 6% of ids share their index with another). Features with fewer than `threshold` ids,
 or whose budget share covers a full table, stay full (mapped exactly through a vocabulary).
 
 Memory: sum over QR features of (m_0 + ... + m_{k-1}) * row_dim * 4 bytes, plus full features'
@@ -37,10 +37,10 @@ from torchrec.modules.embedding_modules import EmbeddingBagCollection
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
 
 from recsys.data.stats import FeatureStatistics
-from recsys.tables.budget import FLOAT_BYTES, INDEX_BYTES, exact_bytes, feature_shares, full_rows
+from recsys.tables.budget import FLOAT_BYTES, INDEX_BYTES, budget_bytes, exact_bytes, full_rows, water_fill
 from recsys.tables.hashes import derive_salt, feature_key, hash_ids
 from recsys.tables.interface import LookupModule
-from recsys.tables.jagged import FeatureParts, one_bag_per_value, remap_features, split_features, sum_bags
+from recsys.tables.jagged import FeatureParts, in_order, one_bag_per_value, remap_features, sum_bags
 from recsys.tables.spec import DIM_MULTIPLE, BudgetSpec, check_split
 from recsys.tables.vocabulary import Vocabularies
 
@@ -139,25 +139,44 @@ class FeaturePlan:
 
 
 def plan_features(spec: QRSpec, statistics: FeatureStatistics, full_bytes: int) -> dict[str, FeaturePlan]:
-    """Full or QR per feature, and the partition sizes, from `rows` or the budget share."""
-    shares = (
-        None
-        if spec.rows is not None
-        else feature_shares(statistics.cardinalities, spec.embedding_dim, spec.compression, spec.bytes, full_bytes)
-    )
+    """Full or QR per feature, and the partition sizes, from `rows` (per feature) or the budget."""
+    counts = statistics.cardinalities
+    below_threshold = {feature for feature, count in counts.items() if count < spec.threshold}
+    shares = None if spec.rows is not None else budget_shares(spec, counts, below_threshold, full_bytes)
     plans = {}
-    for feature, count in statistics.cardinalities.items():
+    for feature, count in counts.items():
         index_range = full_rows(count) if spec.index == "vocabulary" else spec.hash_range * full_rows(count)
-        if count < spec.threshold or (shares is not None and shares[feature] >= exact_bytes(count, spec.embedding_dim)):
+        if spec.rows is not None:
+            share = spec.rows * spec.row_dim(spec.partitions) * FLOAT_BYTES
+            share += INDEX_BYTES * count if spec.index == "vocabulary" else 0
+            fits = spec.rows >= full_rows(count)
+        else:
+            share = shares.get(feature, 0)
+            fits = share >= exact_bytes(count, spec.embedding_dim)
+        if feature in below_threshold or fits:
             plans[feature] = FeaturePlan(full_rows(count), None)
             continue
-        if spec.rows is not None:
-            plan = FeaturePlan(index_range, sizes_for(spec.rows, spec.partitions, index_range))
-        else:
-            plan = fitting_plan(spec, feature, count, index_range, shares[feature])
+        plan = fitting_plan(spec, feature, count, index_range, share)
         check_partitions(plan.sizes, plan.index_range)
         plans[feature] = plan
     return plans
+
+
+def budget_shares(spec: QRSpec, counts: dict[str, int], below_threshold: set[str], full_bytes: int) -> dict[str, int]:
+    """The budget left after the full tables of features below `threshold`, water-filled over the rest."""
+    budget = budget_bytes(spec.compression, spec.bytes, full_bytes)
+    fixed = sum(exact_bytes(counts[feature], spec.embedding_dim) for feature in below_threshold)
+    if fixed >= budget:
+        raise ValueError(
+            f"the {len(below_threshold)} features below threshold {spec.threshold:,} need {fixed:,} bytes as full "
+            f"tables, the whole budget of {budget:,}; lower the threshold or the compression"
+        )
+    others = {
+        feature: exact_bytes(count, spec.embedding_dim)
+        for feature, count in counts.items()
+        if feature not in below_threshold
+    }
+    return water_fill(others, budget - fixed) if others else {}
 
 
 def fitting_plan(spec: QRSpec, feature: str, count: int, index_range: int, share: int) -> FeaturePlan:
@@ -253,8 +272,8 @@ class QRLookup(LookupModule):
         if self.spec.operation == "mult" and not one_id_per_bag:
             vectors = self.multiplied(features)
         else:  # pooling a bag of one id is the id's vector, so the product may follow pooling
-            pooled = self.storage(remap_features(features, self.remap_feature)).to_dict()
-            vectors = {feature: self.combine(feature, pooled) for feature in features.keys()}
+            pooled = self.storage(remap_features(features, self.remap_feature, self.feature_names)).to_dict()
+            vectors = {feature: self.combine(feature, pooled) for feature in self.feature_names}
         return KeyedTensor.from_tensor_list(self.feature_names, [vectors[feature] for feature in self.feature_names])
 
     def combine(self, feature: str, pooled: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -276,7 +295,7 @@ class QRLookup(LookupModule):
         """`mult` does not commute with pooling: look up one vector per id, multiply, then pool by bag."""
         per_feature = [
             (feature, self.remap_feature(feature, ids, lengths), lengths)
-            for feature, ids, lengths in split_features(features)
+            for feature, ids, lengths in in_order(features, self.feature_names)
         ]
         per_value = self.storage(one_bag_per_value([part for _, parts, _ in per_feature for part in parts])).to_dict()
         vectors = {}

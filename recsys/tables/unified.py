@@ -129,7 +129,7 @@ class UnifiedLookup(LookupModule):
         ]
 
     def forward(self, features: KeyedJaggedTensor) -> KeyedTensor:
-        pooled = self.storage(remap_features(features, self.remap_feature)).to_dict()
+        pooled = self.storage(remap_features(features, self.remap_feature, self.feature_names)).to_dict()
         vectors = []
         for feature in self.feature_names:
             vector = torch.cat([pooled[name] for name in self.lookup_names(feature)], dim=1)

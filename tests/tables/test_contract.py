@@ -74,6 +74,18 @@ def test_bags_pool_by_sum_and_key_order_does_not_matter(spec, statistics):
         assert pooled[feature][1].abs().sum() == 0
 
 
+def test_a_batch_of_empty_bags_gives_zero_vectors(spec, statistics):
+    lookup = build_lookup(spec, statistics)
+    empty = KeyedJaggedTensor(
+        keys=list(FEATURES),
+        values=torch.empty(0, dtype=torch.int64),
+        lengths=torch.zeros(3 * len(FEATURES), dtype=torch.int32),
+    )
+    pooled = lookup(empty).values()
+    assert pooled.shape == (3, len(FEATURES) * spec.embedding_dim)
+    assert pooled.abs().sum() == 0
+
+
 def test_memory_report_is_the_real_tensor_bytes(spec, statistics):
     lookup = build_lookup(spec, statistics)
     report = lookup.memory_report()

@@ -72,10 +72,11 @@ def test_partition_sizes_use_the_budget_and_cover_the_range(index_range, partiti
 @pytest.mark.parametrize("operation", ["mult", "add", "concat"])
 def test_every_vocabulary_id_gets_a_distinct_vector(statistics, operation):
     spec = spec_from_mapping(
-        {"strategy": "qr", "embedding_dim": 8, "rows": 8, "operation": operation, "index": "vocabulary"}
+        {"strategy": "qr", "embedding_dim": 8, "rows": 600, "operation": operation, "index": "vocabulary"}
     )
     lookup = build_lookup(spec, statistics)
-    assert lookup.plans["huge"].sizes == [8, -(-lookup.plans["huge"].index_range // 8)]
+    sizes = lookup.plans["huge"].sizes
+    assert len(sizes) == 2 and sum(sizes) <= 600 and math.prod(sizes) >= lookup.plans["huge"].index_range
     vocabulary = statistics.vocabulary("huge", 1)
     ids = np.zeros((len(vocabulary), len(FEATURES)), dtype=np.int64)
     ids[:, 3] = vocabulary
@@ -85,7 +86,7 @@ def test_every_vocabulary_id_gets_a_distinct_vector(statistics, operation):
 
 
 def test_mult_multiplies_the_rows_of_each_partition(statistics):
-    spec = spec_from_mapping({"strategy": "qr", "embedding_dim": 4, "rows": 5, "index": "vocabulary"})
+    spec = spec_from_mapping({"strategy": "qr", "embedding_dim": 4, "rows": 600, "index": "vocabulary"})
     lookup = build_lookup(spec, statistics)
     ids = np.stack([training_column(statistics, feature)[:6] for feature in FEATURES], axis=1)
     pooled = lookup(single_id_batch(ids)).to_dict()
@@ -102,6 +103,24 @@ def test_mult_multiplies_the_rows_of_each_partition(statistics):
 def training_column(statistics, feature: str) -> np.ndarray:
     """Seen ids of a feature, repeated to at least 6."""
     return np.resize(statistics.frequencies(feature)[0], 6)
+
+
+def test_rows_never_make_a_table_larger_than_full(statistics):
+    lookup = build_lookup(spec_from_mapping({"strategy": "qr", "rows": 4}), statistics)
+    for feature in FEATURES:
+        plan = lookup.plans[feature]
+        rows = sum(plan.sizes) if plan.sizes else plan.index_range
+        assert rows <= max(4, statistics.cardinalities[feature] + 1)
+    assert lookup.memory_report().compression > 1
+
+
+def test_threshold_features_come_out_of_the_budget(statistics):
+    spec = spec_from_mapping({"strategy": "qr", "compression": 20, "threshold": 5000})
+    lookup = build_lookup(spec, statistics)
+    assert lookup.plans["large"].sizes is None and lookup.plans["huge"].sizes is not None
+    assert lookup.memory_report().total_bytes <= lookup.full_bytes / 20
+    with pytest.raises(ValueError, match="features below threshold 100,000 need .* lower the threshold"):
+        build_lookup(spec_from_mapping({"strategy": "qr", "compression": 20, "threshold": 100_000}), statistics)
 
 
 def test_small_features_stay_full(statistics):

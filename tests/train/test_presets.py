@@ -3,11 +3,17 @@ matches what torchrec actually allocates for the tables and the optimizer state.
 
 from __future__ import annotations
 
-import pytest
+import copy
 
-from recsys.tables import load_spec
+import numpy as np
+import pytest
+import torch
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+from recsys.tables import build_lookup, load_spec
+from recsys.train.distributed import ensure_process_group, shard_model
 from recsys.train.loop import train
-from tests.tables.conftest import PRESETS
+from tests.tables.conftest import FEATURES, PRESETS, single_id_batch, statistics  # noqa: F401
 
 
 @pytest.mark.parametrize("preset", PRESETS, ids=[path.stem for path in PRESETS])
@@ -26,6 +32,24 @@ def test_preset_trains_and_reports_real_memory(make_job, preset):
     optimizer_bytes = sum(local_bytes(tensor) for table in state.values() for tensor in table.values())
     assert table_bytes == result.memory.parameter_bytes - lookup.extra_parameter_bytes()
     assert optimizer_bytes == result.memory.optimizer_bytes
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=[path.stem for path in PRESETS])
+def test_sharded_lookup_gives_the_same_vectors_in_any_key_order(preset, statistics):  # noqa: F811
+    ensure_process_group()
+    torch.manual_seed(0)
+    lookup = build_lookup(load_spec(preset), statistics)
+    reference = copy.deepcopy(lookup)
+    sharded = shard_model(lookup, sparse_learning_rate=0.05)
+    ids = np.stack([np.resize(statistics.frequencies(feature)[0], 8) for feature in FEATURES], axis=1)
+    batch = single_id_batch(ids)
+    reordered = KeyedJaggedTensor.from_jt_dict({key: batch[key] for key in reversed(FEATURES)})
+    expected = reference(batch).to_dict()
+    with torch.no_grad():
+        for features in (batch, reordered, batch):
+            found = sharded(features).to_dict()
+            for feature in FEATURES:
+                torch.testing.assert_close(found[feature], expected[feature])
 
 
 def local_bytes(tensor) -> int:
