@@ -16,8 +16,13 @@ a learned linear projection (no bias) maps the feature's vector to it; its param
 `lookups` is a number for every feature, or "cardinality": n_f = ceil(log10(|V_f| + 1) / 2)
 clamped to [1, `max_lookups`], so large vocabularies get more chunks.
 
-Memory: M * chunk_dim * 4 bytes plus the projections, no index. With a budget M takes what the
-projections leave.
+With `exact_when_fits` (off by default, as in the paper), a feature whose water-filled share of the
+budget covers a full table of its own gets one, mapped exactly through its vocabulary, as `hashing`
+does; only the others are multiplexed. This isolates the paper's claim (one shared table against
+per-feature tables at equal bytes) from small features colliding.
+
+Memory: M * chunk_dim * 4 bytes plus the projections (and any exact tables with their 8-byte-per-id
+vocabularies). With a budget M takes what the rest leaves.
 """
 
 from __future__ import annotations
@@ -33,11 +38,12 @@ from torchrec.modules.embedding_modules import EmbeddingBagCollection
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
 
 from recsys.data.stats import FeatureStatistics
-from recsys.tables.budget import FLOAT_BYTES, budget_bytes
+from recsys.tables.budget import FLOAT_BYTES, budget_bytes, exact_bytes, feature_shares
 from recsys.tables.hashes import derive_salt, feature_key, hash_ids
 from recsys.tables.interface import LookupModule
 from recsys.tables.jagged import FeatureParts, remap_features
 from recsys.tables.spec import DIM_MULTIPLE, BudgetSpec, check_width
+from recsys.tables.vocabulary import Vocabularies
 
 
 @dataclass(frozen=True)
@@ -45,6 +51,7 @@ class UnifiedSpec(BudgetSpec):
     lookups: int | Literal["cardinality"] = 1
     max_lookups: int = 4
     chunk_dim: int | None = None
+    exact_when_fits: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -55,6 +62,8 @@ class UnifiedSpec(BudgetSpec):
             raise ValueError(f"max_lookups must be at least 1, got {self.max_lookups}")
         if self.chunk_dim is not None:
             check_width("chunk_dim", self.chunk_dim)
+        if self.exact_when_fits and self.rows is not None:
+            raise ValueError("exact_when_fits needs a budget (compression or bytes), not rows")
 
     def lookups_of(self, cardinality: int) -> int:
         if self.lookups == "cardinality":
@@ -76,34 +85,58 @@ class UnifiedLookup(LookupModule):
     def __init__(self, spec: UnifiedSpec, statistics: FeatureStatistics) -> None:
         super().__init__(spec, statistics)
         self.chunk_dim = spec.chunk_width()
-        self.lookups = {feature: spec.lookups_of(statistics.cardinalities[feature]) for feature in self.feature_names}
+        self.exact = self.exact_features(spec, statistics)
+        self.vocabularies = Vocabularies({feature: statistics.vocabulary(feature, 1) for feature in self.exact})
+        self.multiplexed = [feature for feature in self.feature_names if feature not in self.exact]
+        self.lookups = {feature: spec.lookups_of(statistics.cardinalities[feature]) for feature in self.multiplexed}
         self.salts = {
             feature: [derive_salt(spec.seed, feature_key(feature), lookup) for lookup in range(self.lookups[feature])]
-            for feature in self.feature_names
+            for feature in self.multiplexed
         }
         self.projections = nn.ModuleDict(
             {
                 feature: nn.Linear(self.lookups[feature] * self.chunk_dim, spec.embedding_dim, bias=False)
-                for feature in self.feature_names
+                for feature in self.multiplexed
                 if self.lookups[feature] * self.chunk_dim != spec.embedding_dim
             }
         )
-        self.rows = self.table_rows(spec)
+        self.rows = self.table_rows(spec, statistics)
         self.configs = [
             EmbeddingBagConfig(
                 name="unified",
                 embedding_dim=self.chunk_dim,
                 num_embeddings=self.rows,
-                feature_names=[name for feature in self.feature_names for name in self.lookup_names(feature)],
+                feature_names=[name for feature in self.multiplexed for name in self.lookup_names(feature)],
             )
+        ] + [
+            EmbeddingBagConfig(
+                name=f"unified_exact_{feature}",
+                embedding_dim=spec.embedding_dim,
+                num_embeddings=self.vocabularies.size(feature) + 1,
+                feature_names=[feature],
+            )
+            for feature in self.feature_names
+            if feature in self.exact
         ]
         self.storage = EmbeddingBagCollection(tables=self.configs)
 
-    def table_rows(self, spec: UnifiedSpec) -> int:
-        """`rows`, or the rows the budget leaves after the projections."""
+    def exact_features(self, spec: UnifiedSpec, statistics: FeatureStatistics) -> frozenset[str]:
+        """With `exact_when_fits`: features whose water-filled share covers an exact table of their own."""
+        if not spec.exact_when_fits:
+            return frozenset()
+        counts = statistics.cardinalities
+        shares = feature_shares(counts, spec.embedding_dim, spec.compression, spec.bytes, self.full_bytes)
+        exact = frozenset(f for f, share in shares.items() if share >= exact_bytes(counts[f], spec.embedding_dim))
+        if exact == frozenset(counts):  # the budget covers everything: keep one feature multiplexed
+            return exact - {max(counts, key=counts.get)}
+        return exact
+
+    def table_rows(self, spec: UnifiedSpec, statistics: FeatureStatistics) -> int:
+        """`rows`, or the rows the budget leaves after exact tables and projections."""
         if spec.rows is not None:
             return spec.rows
-        left = budget_bytes(spec.compression, spec.bytes, self.full_bytes) - self.extra_parameter_bytes()
+        exact = sum(exact_bytes(statistics.cardinalities[feature], spec.embedding_dim) for feature in self.exact)
+        left = budget_bytes(spec.compression, spec.bytes, self.full_bytes) - exact - self.extra_parameter_bytes()
         rows = left // (self.chunk_dim * FLOAT_BYTES)
         if rows < 1:
             raise ValueError(
@@ -118,11 +151,16 @@ class UnifiedLookup(LookupModule):
     def table_configs(self) -> list[EmbeddingBagConfig]:
         return self.configs
 
+    def index_bytes(self) -> int:
+        return self.vocabularies.bytes()
+
     def extra_parameter_bytes(self) -> int:
         return sum(parameter.numel() * FLOAT_BYTES for parameter in self.projections.parameters())
 
     def remap_feature(self, feature: str, ids: torch.Tensor, lengths: torch.Tensor) -> FeatureParts:
         """One hashed row per (id, lookup): every feature and lookup with a salt of its own."""
+        if feature in self.exact:
+            return [(feature, self.vocabularies.rows(feature, ids), lengths)]
         return [
             (name, hash_ids(ids, salt, self.rows), lengths)
             for name, salt in zip(self.lookup_names(feature), self.salts[feature])
@@ -132,6 +170,9 @@ class UnifiedLookup(LookupModule):
         pooled = self.storage(remap_features(features, self.remap_feature, self.feature_names)).to_dict()
         vectors = []
         for feature in self.feature_names:
+            if feature in self.exact:
+                vectors.append(pooled[feature])
+                continue
             vector = torch.cat([pooled[name] for name in self.lookup_names(feature)], dim=1)
             vectors.append(self.projections[feature](vector) if feature in self.projections else vector)
         return KeyedTensor.from_tensor_list(self.feature_names, vectors)

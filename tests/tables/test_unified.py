@@ -74,3 +74,20 @@ def test_lookups_by_cardinality_are_projected_and_counted(statistics):
 def test_bad_unified_specs_are_explained(values, message):
     with pytest.raises(ConfigError, match=message):
         spec_from_mapping({"strategy": "unified", **values})
+
+
+def test_small_features_can_keep_exact_tables(statistics):
+    spec = spec_from_mapping({"strategy": "unified", "compression": 20, "exact_when_fits": True})
+    lookup = build_lookup(spec, statistics)
+    assert lookup.exact == {"small", "medium"}
+    [shared] = [config for config in lookup.table_configs() if config.name == "unified"]
+    assert shared.feature_names == ["large/0", "huge/0"]
+    report = lookup.memory_report()
+    assert report.index_bytes == 8 * (statistics.cardinalities["small"] + statistics.cardinalities["medium"])
+    assert 0.99 * lookup.full_bytes / 20 <= report.total_bytes <= lookup.full_bytes / 20
+    vocabulary = statistics.vocabulary("medium", 1)
+    ids = np.zeros((len(vocabulary), len(FEATURES)), dtype=np.int64)
+    ids[:, 1] = vocabulary
+    assert torch.unique(lookup(single_id_batch(ids)).to_dict()["medium"], dim=0).shape[0] == len(vocabulary)
+    with pytest.raises(ConfigError, match="exact_when_fits needs a budget"):
+        spec_from_mapping({"strategy": "unified", "rows": 10, "exact_when_fits": True})
