@@ -29,7 +29,6 @@ from recsys.workflow import train_and_track  # noqa: E402
 
 TABLES = Path(__file__).resolve().parents[1] / "tables"
 EXPERIMENT = "strategies-synthetic"
-METRICS = ("test/auc", "test/logloss", "table/total_bytes", "table/compression", "train/samples_per_s")
 
 
 def finished_runs(tracking_uri: str | None) -> dict[tuple[str, str], dict[str, float]]:

@@ -54,12 +54,6 @@ class FullLookup(LookupModule):
         ]
         self.storage = EmbeddingBagCollection(tables=self.configs)
 
-    def table_configs(self) -> list[EmbeddingBagConfig]:
-        return self.configs
-
-    def index_bytes(self) -> int:
-        return self.vocabularies.bytes()
-
     def remap(self, features: KeyedJaggedTensor) -> KeyedJaggedTensor:
         """Ids to vocabulary rows, feature by feature."""
         return remap_features(features, self.remap_feature, self.feature_names)

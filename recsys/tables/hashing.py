@@ -120,12 +120,6 @@ class HashingLookup(LookupModule):
             return [f"{feature}/h{function}" for function in range(self.spec.hash_functions)]
         return [feature]
 
-    def table_configs(self) -> list[EmbeddingBagConfig]:
-        return self.configs
-
-    def index_bytes(self) -> int:
-        return self.vocabularies.bytes()
-
     def remap(self, features: KeyedJaggedTensor) -> KeyedJaggedTensor:
         """Ids to hashed (or, for exact features, vocabulary) rows, feature by feature."""
         return remap_features(features, self.remap_feature, self.feature_names)

@@ -24,6 +24,7 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
 from recsys.data.stats import FeatureStatistics
 from recsys.tables.budget import FLOAT_BYTES, ROWWISE_ADAGRAD_STATE_BYTES, full_table_bytes
 from recsys.tables.spec import TableSpec
+from recsys.tables.vocabulary import Vocabularies
 
 
 @dataclass(frozen=True)
@@ -70,17 +71,25 @@ class LookupModule(nn.Module, ABC):
     def forward(self, features: KeyedJaggedTensor) -> KeyedTensor:
         """Pooled `embedding_dim` vectors per feature of `self.feature_names`."""
 
-    @abstractmethod
     def table_configs(self) -> list[EmbeddingBagConfig]:
-        """The torchrec tables of `storage` (what sharding plans and memory reports are made of)."""
+        """The torchrec tables of `storage` (what sharding plans and memory reports are made of).
+
+        Every strategy keeps them in `self.configs`, the list it built `storage` from.
+        """
+        return self.configs
 
     def index_bytes(self) -> int:
-        """Bytes of remapping structures (vocabularies, maps) kept besides the tables."""
-        return 0
+        """Bytes of remapping structures kept besides the tables: every `Vocabularies` of the strategy."""
+        return sum(module.bytes() for module in self.modules() if isinstance(module, Vocabularies))
 
     def extra_parameter_bytes(self) -> int:
         """Bytes of trainable parameters outside the tables (projections, thresholds)."""
-        return 0
+        return sum(
+            parameter.numel() * FLOAT_BYTES
+            for name, child in self.named_children()
+            if name != "storage"
+            for parameter in child.parameters()
+        )
 
     def memory_report(self) -> MemoryReport:
         configs = self.table_configs()

@@ -163,15 +163,6 @@ class MixedDimLookup(LookupModule):
             )
         return power_rule_dims(self.sizes, low, spec)
 
-    def table_configs(self) -> list[EmbeddingBagConfig]:
-        return self.configs
-
-    def index_bytes(self) -> int:
-        return self.vocabularies.bytes()
-
-    def extra_parameter_bytes(self) -> int:
-        return sum(parameter.numel() * FLOAT_BYTES for parameter in self.projections.parameters())
-
     def remap_feature(self, feature: str, ids: torch.Tensor, lengths: torch.Tensor) -> FeatureParts:
         if feature in self.vocabularies.spans:
             return [(feature, self.vocabularies.rows(feature, ids), lengths)]

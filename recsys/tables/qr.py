@@ -247,12 +247,6 @@ class QRLookup(LookupModule):
                 for part in range(1, len(plan.sizes or [])):
                     self.storage.embedding_bags[f"qr_{feature}_{part}"].weight.uniform_(0.9, 1.1)
 
-    def table_configs(self) -> list[EmbeddingBagConfig]:
-        return self.configs
-
-    def index_bytes(self) -> int:
-        return self.vocabularies.bytes()
-
     def indices(self, feature: str, ids: torch.Tensor) -> torch.Tensor:
         """Ids to indices in [0, index_range): vocabulary rows, or a seeded hash."""
         if feature in self.vocabularies.spans:

@@ -148,15 +148,6 @@ class UnifiedLookup(LookupModule):
     def lookup_names(self, feature: str) -> list[str]:
         return [f"{feature}/{lookup}" for lookup in range(self.lookups[feature])]
 
-    def table_configs(self) -> list[EmbeddingBagConfig]:
-        return self.configs
-
-    def index_bytes(self) -> int:
-        return self.vocabularies.bytes()
-
-    def extra_parameter_bytes(self) -> int:
-        return sum(parameter.numel() * FLOAT_BYTES for parameter in self.projections.parameters())
-
     def remap_feature(self, feature: str, ids: torch.Tensor, lengths: torch.Tensor) -> FeatureParts:
         """One hashed row per (id, lookup): every feature and lookup with a salt of its own."""
         if feature in self.exact:
