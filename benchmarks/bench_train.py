@@ -35,7 +35,7 @@ from recsys.data.loader import BatchLoader  # noqa: E402
 from recsys.tables import spec_from_mapping  # noqa: E402
 from recsys.train.config import TrainConfig  # noqa: E402
 from recsys.train.distributed import ensure_process_group, make_optimizer, shard_model  # noqa: E402
-from recsys.train.loop import Job, build  # noqa: E402
+from recsys.train.job import Job, build  # noqa: E402
 
 BATCH = 4096
 BOTTOM, TOP = (512, 256), (512, 256)

@@ -9,7 +9,8 @@ from recsys.tables import load_spec
 from recsys.train.config import TrainConfig
 from recsys.train.distributed import is_main_process
 from recsys.train.events import Broadcast, Listener
-from recsys.train.loop import Job, TrainResult, train
+from recsys.train.job import Job
+from recsys.train.loop import TrainResult, train
 
 
 def train_and_track(

@@ -12,7 +12,8 @@ from recsys.tables import spec_from_mapping
 from recsys.tracking import MLflowTracker, TrackingUnavailable
 from recsys.train.config import TrainConfig
 from recsys.train.events import Broadcast, Listener
-from recsys.train.loop import Job, train
+from recsys.train.job import Job
+from recsys.train.loop import train
 from recsys.workflow import train_and_track
 
 REQUIRED_METRICS = {

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torchrec.modules.embedding_configs import EmbeddingBagConfig
 from torchrec.modules.embedding_modules import EmbeddingBagCollection
@@ -40,13 +41,15 @@ class FullLookup(LookupModule):
 
     def __init__(self, spec: FullSpec, statistics: FeatureStatistics) -> None:
         super().__init__(spec, statistics)
-        self.vocabularies = Vocabularies(
-            {feature: statistics.vocabulary(feature, spec.min_count) for feature in self.feature_names}
-        )
+        self.build_tables({feature: statistics.vocabulary(feature, spec.min_count) for feature in self.feature_names})
+
+    def build_tables(self, vocabularies: dict[str, np.ndarray]) -> None:
+        """One table per feature with a row per vocabulary id and the out-of-vocabulary row last."""
+        self.vocabularies = Vocabularies(vocabularies)
         self.configs = [
             EmbeddingBagConfig(
-                name=f"full_{feature}",
-                embedding_dim=spec.embedding_dim,
+                name=f"{self.name}_{feature}",
+                embedding_dim=self.embedding_dim,
                 num_embeddings=self.vocabularies.size(feature) + 1,
                 feature_names=[feature],
             )

@@ -59,17 +59,38 @@ class LookupModule(nn.Module, ABC):
     spec_type: ClassVar[type[TableSpec]]
     fills_budget: ClassVar[bool] = True
     """Whether sizing uses (nearly) all of a budget; False where sizes move in coarse steps."""
+    compacts: ClassVar[bool] = False
+    """Whether `compact()` builds a different serving form (then training evaluates that form too)."""
 
     def __init__(self, spec: TableSpec, statistics: FeatureStatistics) -> None:
         super().__init__()
+        self.describe(spec, list(statistics.features), full_table_bytes(statistics.cardinalities, spec.embedding_dim))
+
+    def describe(self, spec: TableSpec, feature_names: list[str], full_bytes: int) -> None:
+        """Set what every lookup tells its users: spec, feature names, output dim, full-table bytes."""
         self.spec = spec
-        self.feature_names = list(statistics.features)
+        self.feature_names = feature_names
         self.embedding_dim = spec.embedding_dim
-        self.full_bytes = full_table_bytes(statistics.cardinalities, spec.embedding_dim)
+        self.full_bytes = full_bytes
 
     @abstractmethod
     def forward(self, features: KeyedJaggedTensor) -> KeyedTensor:
         """Pooled `embedding_dim` vectors per feature of `self.feature_names`."""
+
+    def after_step(self, progress: float) -> dict[str, float]:
+        """Called by training after every optimizer step with the fraction of training done, in (0, 1].
+
+        Strategies that change during training (pruning schedules) act here; metrics they return
+        are logged. Nothing happens by default.
+        """
+        return {}
+
+    def compact(self) -> LookupModule:
+        """The serving form: a lookup that gives the same vectors with the least memory.
+
+        Every strategy but `pruned` is already compact. `memory_report()` describes this form.
+        """
+        return self
 
     def table_configs(self) -> list[EmbeddingBagConfig]:
         """The torchrec tables of `storage` (what sharding plans and memory reports are made of).

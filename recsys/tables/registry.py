@@ -16,6 +16,7 @@ from recsys.tables.full import FullLookup
 from recsys.tables.hashing import HashingLookup
 from recsys.tables.interface import LookupModule
 from recsys.tables.mixed_dim import MixedDimLookup
+from recsys.tables.pruned import PrunedLookup
 from recsys.tables.qr import QRLookup
 from recsys.tables.spec import TableSpec
 from recsys.tables.unified import UnifiedLookup
@@ -26,6 +27,7 @@ STRATEGIES: dict[str, type[LookupModule]] = {
     QRLookup.name: QRLookup,
     UnifiedLookup.name: UnifiedLookup,
     MixedDimLookup.name: MixedDimLookup,
+    PrunedLookup.name: PrunedLookup,
 }
 
 

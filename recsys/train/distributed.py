@@ -14,6 +14,7 @@ import os
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed._shard.sharded_tensor import ShardedTensor
 from torchrec.distributed.embedding_types import EmbeddingComputeKernel
 from torchrec.distributed.model_parallel import DistributedModelParallel, get_default_sharders
 from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints, Topology
@@ -23,6 +24,8 @@ from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backwa
 from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
 from torchrec.optim.optimizers import in_backward_optimizer_filter
 from torchrec.optim.rowwise_adagrad import RowWiseAdagrad
+
+from recsys.tables.shards import sum_over_ranks
 
 
 def compute_device() -> torch.device:
@@ -99,3 +102,20 @@ def make_optimizer(model: DistributedModelParallel, name: str, learning_rate: fl
     dense_parameters = dict(in_backward_optimizer_filter(model.named_parameters()))
     dense = KeyedOptimizerWrapper(dense_parameters, lambda parameters: dense_class(parameters, lr=learning_rate))
     return CombinedOptimizer([model.fused_optimizer, dense])
+
+
+def gathered_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The state of a (DMP-sharded) model with every sharded tensor assembled whole, on every rank."""
+    state = {}
+    for key, value in model.state_dict().items():
+        if isinstance(value, ShardedTensor):
+            whole = torch.zeros(value.size(), dtype=value.dtype, device=compute_device())
+            for shard in value.local_shards():
+                block = tuple(
+                    slice(offset, offset + size)
+                    for offset, size in zip(shard.metadata.shard_offsets, shard.metadata.shard_sizes)
+                )
+                whole[block] = shard.tensor
+            value = sum_over_ranks(whole)
+        state[key] = value
+    return state

@@ -5,7 +5,6 @@ The loop reports through `events.Listener`s (progress, MLflow, tests) and never 
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,13 +15,10 @@ from torchrec.optim.keyed import CombinedOptimizer
 from tqdm import tqdm
 
 from recsys.config import flatten
-from recsys.data.cache import PreparedCache
 from recsys.data.loader import Batch, BatchLoader
-from recsys.models import build_model
-from recsys.tables import build_lookup
 from recsys.tables.interface import MemoryReport
-from recsys.tables.spec import TableSpec
 from recsys.train.checkpoint import latest_checkpoint, load_checkpoint, read_progress, save_checkpoint
+from recsys.train.compaction import lookup_of, serving_model
 from recsys.train.config import TrainConfig
 from recsys.train.distributed import (
     compute_device,
@@ -33,6 +29,7 @@ from recsys.train.distributed import (
 )
 from recsys.train.evaluation import evaluate
 from recsys.train.events import Listener, RunStart
+from recsys.train.job import Job, build
 
 
 @dataclass
@@ -41,44 +38,8 @@ class TrainResult:
     memory: MemoryReport
     model: nn.Module
     losses: list[float] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Job:
-    """What to train: data, table spec, model and its overrides, training settings."""
-
-    cache: PreparedCache
-    spec: TableSpec
-    model: str
-    config: TrainConfig
-    model_overrides: dict = field(default_factory=dict)
-    spec_text: str = ""
-
-    def params(self) -> dict:
-        return {
-            "data": {"path": str(self.cache.path), "name": self.cache.name, **self.cache.meta["splits"]},
-            "tables": self.spec.to_dict(),
-            "model": {"name": self.model, **self.model_overrides},
-            "train": self.config.to_dict(),
-        }
-
-    def resume_key(self) -> dict:
-        """What a resumed run must share with the checkpoint's run to continue it exactly."""
-        free = {"epochs", "resume", "checkpoint_dir", "progress", "log_every", "eval_batch_size"}
-        params = self.params()
-        params["train"] = {name: value for name, value in params["train"].items() if name not in free}
-        return json.loads(json.dumps(params))  # as a checkpoint stores it: tuples become lists
-
-    def tags(self) -> dict[str, str]:
-        return {"strategy": self.spec.strategy, "model": self.model, "dataset": self.cache.name}
-
-
-def build(job: Job) -> tuple[nn.Module, MemoryReport]:
-    """The seeded, unsharded model of a job and its table memory."""
-    torch.manual_seed(job.config.seed)
-    lookup = build_lookup(job.spec, job.cache.statistics())
-    model = build_model(job.model, lookup, len(job.cache.schema.dense_features), job.model_overrides)
-    return model, lookup.memory_report()
+    serving: nn.Module | None = None
+    """The unsharded compact serving form, for strategies whose serving form differs (`compacts`)."""
 
 
 def train(job: Job, listener: Listener | None = None) -> TrainResult:
@@ -94,8 +55,17 @@ def train(job: Job, listener: Listener | None = None) -> TrainResult:
         listener.on_start(RunStart(job.params(), job.tags(), memory.to_dict(), job.spec_text, plan=str(sharded.plan)))
         trainer = Trainer(job, sharded, optimizer, listener, step=progress["step"])
         metrics = trainer.run(first_epoch=progress["epoch"], metrics=dict(progress.get("metrics", {})))
+        serving = trainer.compact() if lookup_of(sharded).compacts else None
+        if serving is not None:
+            metrics.update(serving[1])
         failed = False
-        return TrainResult(metrics=metrics, memory=memory, model=sharded, losses=trainer.losses)
+        return TrainResult(
+            metrics=metrics,
+            memory=memory,
+            model=sharded,
+            losses=trainer.losses,
+            serving=serving[0] if serving else None,
+        )
     finally:
         listener.on_end(failed)
 
@@ -135,6 +105,12 @@ class Trainer:
     step: int = 0
     losses: list[float] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        self.lookup = lookup_of(self.model)
+        self.total_steps = self.config.epochs * len(
+            BatchLoader(self.job.cache, "train", self.config.batch_size, shuffle=False)
+        )
+
     @property
     def config(self) -> TrainConfig:
         return self.job.config
@@ -172,6 +148,7 @@ class Trainer:
         samples = 0
         for batch in loader:
             loss = self.train_step(batch.to(device))
+            self.after_step()
             samples += len(batch)
             bar.update(len(batch))
             if self.step % self.config.log_every == 0 or samples == loader.rows:
@@ -191,9 +168,23 @@ class Trainer:
         self.step += 1
         return loss
 
-    def evaluate(self, split: str) -> dict[str, float]:
+    def after_step(self) -> None:
+        """Let the lookup act on training progress (pruning schedules); log what it reports."""
+        metrics = self.lookup.after_step(self.step / max(self.total_steps, 1))
+        if metrics:
+            self.listener.on_metrics(metrics, self.step)
+
+    def evaluate(self, split: str, model: nn.Module | None = None) -> dict[str, float]:
         loader = BatchLoader(self.job.cache, split, self.config.eval_batch_size)
-        return prefixed(split, evaluate(self.model, loader, self.show_progress))
+        return prefixed(split, evaluate(model or self.model, loader, self.show_progress))
+
+    def compact(self) -> tuple[nn.Module, dict[str, float]]:
+        """The compact serving form, its test metrics (which should equal the trained model's) and bytes."""
+        serving = serving_model(self.job, self.model)
+        metrics = prefixed("compact", self.evaluate("test", serving))
+        metrics.update(prefixed("compact/table", lookup_of(serving).memory_report().to_dict()))
+        self.listener.on_metrics(metrics, self.step)
+        return serving, metrics
 
     def checkpoint(self, epoch: int, metrics: dict[str, float]) -> None:
         progress = {"epoch": epoch, "step": self.step, "metrics": metrics, "job": self.job.resume_key()}

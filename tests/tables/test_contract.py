@@ -86,18 +86,28 @@ def test_a_batch_of_empty_bags_gives_zero_vectors(spec, statistics):
     assert pooled.abs().sum() == 0
 
 
-def test_memory_report_is_the_real_tensor_bytes(spec, statistics):
+def test_memory_report_is_the_real_tensor_bytes_of_the_serving_form(spec, statistics):
     lookup = build_lookup(spec, statistics)
     report = lookup.memory_report()
-    parameters = sum(parameter.numel() * parameter.element_size() for parameter in lookup.parameters())
-    buffers = sum(buffer.numel() * buffer.element_size() for buffer in lookup.buffers())
     rows = sum(parameter.shape[0] for parameter in lookup.storage.parameters())
+    assert report.optimizer_bytes == rows * 4  # training's optimizer state, on the tables it trains
+    served = lookup.compact()
+    parameters = sum(parameter.numel() * parameter.element_size() for parameter in served.parameters())
+    buffers = sum(buffer.numel() * buffer.element_size() for buffer in served.buffers())
     assert report.parameter_bytes == parameters
     assert report.index_bytes == buffers
-    assert report.optimizer_bytes == rows * 4
+    assert served.memory_report().total_bytes == report.total_bytes
     full = sum((count + 1) * spec.embedding_dim * 4 for count in statistics.cardinalities.values())
     assert report.full_bytes == full
     assert report.compression == full / (parameters + buffers)
+
+
+def test_serving_form_gives_the_same_vectors(spec, statistics):
+    lookup = build_lookup(spec, statistics)
+    served = lookup.compact()  # pruning finishes its schedule here, so compare afterwards
+    ids = np.concatenate([seen_ids(40), np.array([[value] * len(FEATURES) for value in EXTREME_IDS])])
+    with torch.no_grad():
+        torch.testing.assert_close(served(single_id_batch(ids)).values(), lookup(single_id_batch(ids)).values())
 
 
 def test_budget_is_met(spec, statistics):

@@ -8,7 +8,7 @@ import pytest
 
 from recsys.tables import spec_from_mapping
 from recsys.train.config import TrainConfig
-from recsys.train.loop import Job
+from recsys.train.job import Job
 
 SMALL_MODEL = {"bottom_mlp": (32,), "top_mlp": (32,)}
 

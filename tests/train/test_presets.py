@@ -1,5 +1,6 @@
 """Every table preset in tables/ trains through DMP with the fused optimizer, and its memory report
-matches what torchrec actually allocates for the tables and the optimizer state."""
+matches what torchrec allocates for the optimizer state and what the serving form's tables hold
+(the trained tables themselves, or for `pruned` the compacted ones, which must predict the same)."""
 
 from __future__ import annotations
 
@@ -26,12 +27,16 @@ def test_preset_trains_and_reports_real_memory(make_job, preset):
             raise
         pytest.skip(f"the small test cache is below this preset's minimum size: {error}")
     assert result.metrics["test/auc"] > 0.6
-    lookup = result.model.module.lookup
-    table_bytes = sum(local_bytes(weight) for weight in lookup.storage.state_dict().values())
+    served = (result.serving or result.model.module).lookup
+    table_bytes = sum(local_bytes(weight) for weight in served.storage.state_dict().values())
     state = result.model.fused_optimizer.state_dict()["state"]
     optimizer_bytes = sum(local_bytes(tensor) for table in state.values() for tensor in table.values())
-    assert table_bytes == result.memory.parameter_bytes - lookup.extra_parameter_bytes()
+    assert table_bytes == result.memory.parameter_bytes - served.extra_parameter_bytes()
+    assert served.index_bytes() == result.memory.index_bytes
     assert optimizer_bytes == result.memory.optimizer_bytes
+    if result.serving is not None:
+        assert result.metrics["compact/test/auc"] == pytest.approx(result.metrics["test/auc"], abs=1e-6)
+        assert result.metrics["compact/table/total_bytes"] == result.memory.total_bytes
 
 
 @pytest.mark.parametrize("preset", PRESETS, ids=[path.stem for path in PRESETS])

@@ -9,7 +9,8 @@ import torch
 
 from recsys.data.loader import BatchLoader
 from recsys.train.distributed import ensure_process_group, make_optimizer, shard_model
-from recsys.train.loop import build, train
+from recsys.train.job import build
+from recsys.train.loop import train
 
 
 def test_full_table_learns_the_planted_signal_and_hashing_at_100x_loses_auc(make_job):

@@ -1,0 +1,58 @@
+"""Read table weights whether `storage` is a plain EmbeddingBagCollection or sharded by DMP.
+
+A strategy that looks at its own weights during training (pruning scores rows by magnitude) sees
+them as pieces: the block of rows and columns of one table that this process holds.
+
+    plain EBC, or DMP table-wise:   one piece per table, offsets (0, 0), the whole table
+    DMP row-wise on 2 ranks:        rank 0 holds rows [0, n/2), rank 1 rows [n/2, n)
+    DMP column-wise on 2 ranks:     rank 0 holds columns [0, d/2), rank 1 columns [d/2, d)
+
+Results computed piece by piece are summed over ranks (`sum_over_ranks`), so every rank ends with
+the same answer whatever the sharding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.distributed._shard.sharded_tensor import ShardedTensor
+
+WEIGHT_PREFIX = "embedding_bags."
+WEIGHT_SUFFIX = ".weight"
+
+
+@dataclass(frozen=True)
+class TablePiece:
+    """Rows [row_offset, row_offset + len(weights)) and the matching columns of table `table`."""
+
+    table: str
+    row_offset: int
+    column_offset: int
+    weights: torch.Tensor
+
+
+def table_pieces(storage: nn.Module) -> Iterator[TablePiece]:
+    """The pieces of every table of `storage` held by this process (views, not copies)."""
+    for key, value in storage.state_dict().items():
+        if not (key.startswith(WEIGHT_PREFIX) and key.endswith(WEIGHT_SUFFIX)):
+            continue
+        table = key[len(WEIGHT_PREFIX) : -len(WEIGHT_SUFFIX)]
+        if isinstance(value, ShardedTensor):
+            for shard in value.local_shards():
+                row_offset, column_offset = shard.metadata.shard_offsets
+                yield TablePiece(table, row_offset, column_offset, shard.tensor)
+        elif type(value) is torch.Tensor or isinstance(value, nn.Parameter):
+            yield TablePiece(table, 0, 0, value)
+        else:
+            raise TypeError(f"table {table}: cannot read weights stored as {type(value).__name__}")
+
+
+def sum_over_ranks(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum `tensor` over all ranks in place (nothing to do in a single process)."""
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(tensor)
+    return tensor

@@ -1,0 +1,62 @@
+"""Training a pruned table: the schedule runs inside the loop, and the compact serving form
+predicts what the trained (sharded) model predicts."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+from torchrec.distributed.embeddingbag import ShardedEmbeddingBagCollection
+
+from recsys.data.loader import BatchLoader
+from recsys.tables.pruned import CompactPrunedLookup
+from recsys.train.events import Listener
+from recsys.train.loop import train
+
+PRUNED = {"strategy": "pruned", "compression": 20, "prune_start": 0.2, "prune_end": 0.6, "updates": 4}
+
+
+class MetricLog(Listener):
+    def __init__(self) -> None:
+        self.metrics: list[tuple[int, dict[str, float]]] = []
+
+    def on_metrics(self, metrics: dict[str, float], step: int) -> None:
+        self.metrics.append((step, dict(metrics)))
+
+
+def test_pruning_follows_the_schedule_during_training(make_job):
+    job = make_job(PRUNED, epochs=2, batch_size=256)
+    log = MetricLog()
+    result = train(job, log)
+    kept = [(step, metrics["pruning/kept_ids"]) for step, metrics in log.metrics if "pruning/kept_ids" in metrics]
+    steps = len(BatchLoader(job.cache, "train", 256)) * 2
+    assert len(kept) == 4
+    assert [count for _, count in kept] == sorted((count for _, count in kept), reverse=True)
+    assert 0.2 * steps <= kept[0][0] and kept[-1][0] <= 0.6 * steps + 1
+    lookup = result.model.module.lookup
+    assert kept[-1][1] == lookup.target == lookup.kept_ids()
+    assert result.metrics["compact/table/total_bytes"] <= result.memory.full_bytes / 20
+
+
+def test_the_serving_form_is_unsharded_and_predicts_what_training_predicts(make_job):
+    result = train(make_job(PRUNED, epochs=1))
+    serving = result.serving
+    assert isinstance(serving.lookup, CompactPrunedLookup)
+    assert not any(isinstance(module, ShardedEmbeddingBagCollection) for module in serving.modules())
+    batch = next(iter(BatchLoader(make_job().cache, "test", 1000)))
+    result.model.eval()
+    with torch.no_grad():
+        expected = result.model(batch.dense, batch.sparse)
+        torch.testing.assert_close(serving(batch.dense, batch.sparse), expected, rtol=0, atol=1e-5)
+    assert result.metrics["compact/test/auc"] == pytest.approx(result.metrics["test/auc"], abs=1e-6)
+
+
+def test_resume_restores_the_pruning_mask(make_job, tmp_path):
+    """A run that stopped after its first epoch resumes onto the same schedule (same `epochs`)."""
+    checkpoints = tmp_path / "checkpoints"
+    straight = train(make_job(PRUNED, epochs=2, checkpoint_dir=str(checkpoints)))
+    shutil.rmtree(checkpoints / "epoch-0002")
+    resumed = train(make_job(PRUNED, epochs=2, checkpoint_dir=str(checkpoints), resume=True))
+    assert torch.equal(resumed.model.module.lookup.kept, straight.model.module.lookup.kept)
+    assert resumed.metrics["test/auc"] == pytest.approx(straight.metrics["test/auc"], abs=1e-6)
