@@ -214,9 +214,9 @@ def run_train(arguments: argparse.Namespace) -> None:
     )
     if is_main_process():
         for name, value in result.metrics.items():
-            print(f"{name:>22}: {value:.6g}")
+            print(f"{name:>30}: {value:.6g}")
         memory = result.memory
-        print(f"{'table/total_bytes':>22}: {memory.total_bytes:,} ({memory.compression:.2f}x smaller than full)")
+        print(f"{'table/total_bytes':>30}: {memory.total_bytes:,} ({memory.compression:.2f}x smaller than full)")
         if run_id:
             print(f"MLflow run {run_id}")
 

@@ -50,13 +50,18 @@ def remap_features(
     order: list[str],
 ) -> KeyedJaggedTensor:
     """Apply `remap_one(feature, ids, lengths)` to every feature of `order` and join the parts into one KJT."""
-    keys, values, lengths = [], [], []
-    for feature, ids, feature_lengths in in_order(features, order):
-        for key, part_values, part_lengths in remap_one(feature, ids, feature_lengths):
-            keys.append(key)
-            values.append(part_values)
-            lengths.append(part_lengths)
-    return KeyedJaggedTensor(keys=keys, values=torch.cat(values), lengths=torch.cat(lengths), stride=features.stride())
+    parts = [part for feature, ids, lengths in in_order(features, order) for part in remap_one(feature, ids, lengths)]
+    return join_parts(parts, features.stride())
+
+
+def join_parts(parts: FeatureParts, stride: int) -> KeyedJaggedTensor:
+    """One KJT of (key, values, lengths) parts, bags as they are."""
+    return KeyedJaggedTensor(
+        keys=[key for key, _, _ in parts],
+        values=torch.cat([values for _, values, _ in parts]),
+        lengths=torch.cat([lengths for _, _, lengths in parts]),
+        stride=stride,
+    )
 
 
 def one_bag_per_value(parts: FeatureParts) -> KeyedJaggedTensor:
