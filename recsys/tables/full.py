@@ -65,4 +65,4 @@ class FullLookup(LookupModule):
         return [(feature, self.vocabularies.rows(feature, ids), lengths)]
 
     def forward(self, features: KeyedJaggedTensor) -> KeyedTensor:
-        return self.storage(self.remap(features))
+        return self.ordered(self.storage(self.remap(features)))

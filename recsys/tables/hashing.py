@@ -135,11 +135,8 @@ class HashingLookup(LookupModule):
 
     def forward(self, features: KeyedJaggedTensor) -> KeyedTensor:
         pooled = self.storage(self.remap(features))
-        if pooled.keys() == self.feature_names:
-            return pooled
-        # concat: the parts of a feature are adjacent columns (its table lists them in order)
-        return KeyedTensor(
-            keys=self.feature_names,
-            length_per_key=[self.embedding_dim] * len(self.feature_names),
-            values=pooled.values(),
-        )
+        if self.spec.combine == "sum" or self.spec.hash_functions == 1:
+            return self.ordered(pooled)
+        vectors = pooled.to_dict()  # concat: a feature's vector is its parts side by side
+        parts = [[vectors[name] for name in self.storage_features(feature)] for feature in self.feature_names]
+        return KeyedTensor.from_tensor_list(self.feature_names, [torch.cat(part, dim=1) for part in parts])

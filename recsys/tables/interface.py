@@ -77,6 +77,17 @@ class LookupModule(nn.Module, ABC):
     def forward(self, features: KeyedJaggedTensor) -> KeyedTensor:
         """Pooled `embedding_dim` vectors per feature of `self.feature_names`."""
 
+    def ordered(self, pooled: KeyedTensor) -> KeyedTensor:
+        """`pooled` with its keys in `feature_names` order.
+
+        A sharded EmbeddingBagCollection returns features in the order of the ranks holding them,
+        and models read the vectors by position.
+        """
+        if pooled.keys() == self.feature_names:
+            return pooled
+        vectors = pooled.to_dict()
+        return KeyedTensor.from_tensor_list(self.feature_names, [vectors[feature] for feature in self.feature_names])
+
     def after_step(self, progress: float) -> dict[str, float]:
         """Called by training after every optimizer step with the fraction of training done, in (0, 1].
 

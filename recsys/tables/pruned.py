@@ -40,7 +40,7 @@ from recsys.tables.budget import FLOAT_BYTES, INDEX_BYTES, ROWWISE_ADAGRAD_STATE
 from recsys.tables.full import FullLookup
 from recsys.tables.interface import MemoryReport
 from recsys.tables.jagged import in_order, join_parts, one_bag_per_value, sum_bags
-from recsys.tables.shards import sum_over_ranks, table_pieces
+from recsys.tables.shards import is_sharded, sum_over_ranks, table_pieces
 from recsys.tables.spec import BudgetSpec
 
 SCORE_CHUNK_ROWS = 1 << 18
@@ -117,6 +117,8 @@ class PrunedLookup(FullLookup):
             nn.Parameter(torch.full((len(self.feature_names), columns), spec.threshold_init)) if columns else None
         )
         budget = budget_bytes(spec.compression, spec.bytes, self.full_bytes)
+        self.scheduled: int | None = None
+        """The count the schedule gave at the last step (None before the first)."""
         self.target = kept_ids_for_budget(budget, len(self.feature_names), spec.embedding_dim, self.vocabulary_ids)
 
     def kept_ids(self) -> int:
@@ -143,9 +145,9 @@ class PrunedLookup(FullLookup):
             for feature, ids, lengths in in_order(features, self.feature_names)
         ]
         if self.threshold is None:
-            return self.storage(join_parts(parts, features.stride()))
+            return self.ordered(self.storage(join_parts(parts, features.stride())))
         if bool(features.lengths().eq(1).all()):  # a bag of one id pools to the id's row: threshold after pooling
-            pooled = self.storage(join_parts(parts, features.stride()))
+            pooled = self.ordered(self.storage(join_parts(parts, features.stride())))
             levels = torch.sigmoid(self.threshold).expand(-1, self.embedding_dim).reshape(-1)
             return KeyedTensor(
                 keys=self.feature_names,
@@ -162,8 +164,10 @@ class PrunedLookup(FullLookup):
     def after_step(self, progress: float) -> dict[str, float]:
         """Prune to the schedule's count when it has moved; report what is kept."""
         count = scheduled_kept(progress, self.spec, self.vocabulary_ids, self.target)
-        if count >= self.kept_ids():
+        if count == self.scheduled or count >= self.kept_ids():  # the mask is counted only when the schedule moves
+            self.scheduled = count
             return {}
+        self.scheduled = count
         self.prune_to(count)
         metrics = {"pruning/kept_ids": float(count), "pruning/kept_fraction": count / max(self.vocabulary_ids, 1)}
         if self.threshold is not None:
@@ -192,7 +196,7 @@ class PrunedLookup(FullLookup):
             for begin in range(0, piece.weights.shape[0], SCORE_CHUNK_ROWS):
                 chunk = self.soft_threshold(piece.weights[begin : begin + SCORE_CHUNK_ROWS], index, columns)
                 scores[start + begin : start + begin + chunk.shape[0]] += chunk.abs().sum(dim=1).to(scores.device)
-        return sum_over_ranks(scores)
+        return sum_over_ranks(scores) if is_sharded(self.storage) else scores
 
     def memory_report(self) -> MemoryReport:
         """The compact form's bytes (what serving stores); optimizer bytes are training's, on full tables."""
@@ -228,7 +232,8 @@ class PrunedLookup(FullLookup):
         for feature, rows in positions.items():
             start, _ = self.vocabularies.spans[feature]
             vocabularies[feature] = self.vocabularies.ids[start + rows[:-1]].cpu().numpy()
-            sum_over_ranks(tables[feature])
+            if is_sharded(self.storage):
+                sum_over_ranks(tables[feature])
         return CompactPrunedLookup(self, vocabularies, tables)
 
 

@@ -7,8 +7,9 @@ them as pieces: the block of rows and columns of one table that this process hol
     DMP row-wise on 2 ranks:        rank 0 holds rows [0, n/2), rank 1 rows [n/2, n)
     DMP column-wise on 2 ranks:     rank 0 holds columns [0, d/2), rank 1 columns [d/2, d)
 
-Results computed piece by piece are summed over ranks (`sum_over_ranks`), so every rank ends with
-the same answer whatever the sharding.
+Results computed piece by piece from sharded storage are summed over ranks (`sum_over_ranks`), so
+every rank ends with the same answer whatever the sharding; plain storage is whole on every rank
+and needs no sum.
 """
 
 from __future__ import annotations
@@ -49,6 +50,11 @@ def table_pieces(storage: nn.Module) -> Iterator[TablePiece]:
             yield TablePiece(table, 0, 0, value)
         else:
             raise TypeError(f"table {table}: cannot read weights stored as {type(value).__name__}")
+
+
+def is_sharded(storage: nn.Module) -> bool:
+    """Whether `storage` is split over ranks (then results from its pieces must be summed over ranks)."""
+    return any(isinstance(value, ShardedTensor) for value in storage.state_dict().values())
 
 
 def sum_over_ranks(tensor: torch.Tensor) -> torch.Tensor:

@@ -53,7 +53,9 @@ def train(job: Job, listener: Listener | None = None) -> TrainResult:
     failed = True
     try:
         listener.on_start(RunStart(job.params(), job.tags(), memory.to_dict(), job.spec_text, plan=str(sharded.plan)))
-        trainer = Trainer(job, sharded, optimizer, listener, step=progress["step"])
+        trainer = Trainer(
+            job, sharded, optimizer, listener, step=progress["step"], total_steps=progress.get("total_steps")
+        )
         metrics = trainer.run(first_epoch=progress["epoch"], metrics=dict(progress.get("metrics", {})))
         serving = trainer.compact() if lookup_of(sharded).compacts else None
         if serving is not None:
@@ -103,13 +105,15 @@ class Trainer:
     optimizer: CombinedOptimizer
     listener: Listener
     step: int = 0
+    total_steps: int | None = None
+    """Steps of the whole run, the basis of `progress` for lookups; a resumed run keeps its first value,
+    so a pruning schedule is not stretched when `epochs` grows."""
     losses: list[float] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.lookup = lookup_of(self.model)
-        self.total_steps = self.config.epochs * len(
-            BatchLoader(self.job.cache, "train", self.config.batch_size, shuffle=False)
-        )
+        if self.total_steps is None:
+            self.total_steps = self.config.epochs * len(BatchLoader(self.job.cache, "train", self.config.batch_size))
 
     @property
     def config(self) -> TrainConfig:
@@ -187,6 +191,12 @@ class Trainer:
         return serving, metrics
 
     def checkpoint(self, epoch: int, metrics: dict[str, float]) -> None:
-        progress = {"epoch": epoch, "step": self.step, "metrics": metrics, "job": self.job.resume_key()}
+        progress = {
+            "epoch": epoch,
+            "step": self.step,
+            "total_steps": self.total_steps,
+            "metrics": metrics,
+            "job": self.job.resume_key(),
+        }
         path = save_checkpoint(Path(self.config.checkpoint_dir), self.model, self.optimizer, progress)
         self.listener.on_checkpoint(str(path), epoch)

@@ -58,5 +58,15 @@ def test_resume_restores_the_pruning_mask(make_job, tmp_path):
     straight = train(make_job(PRUNED, epochs=2, checkpoint_dir=str(checkpoints)))
     shutil.rmtree(checkpoints / "epoch-0002")
     resumed = train(make_job(PRUNED, epochs=2, checkpoint_dir=str(checkpoints), resume=True))
+    assert len(resumed.losses) < len(straight.losses)  # it trained the second epoch only
     assert torch.equal(resumed.model.module.lookup.kept, straight.model.module.lookup.kept)
     assert resumed.metrics["test/auc"] == pytest.approx(straight.metrics["test/auc"], abs=1e-6)
+
+
+def test_more_epochs_on_resume_keep_the_first_schedule(make_job, tmp_path):
+    checkpoints = str(tmp_path / "checkpoints")
+    first = train(make_job(PRUNED, epochs=1, checkpoint_dir=checkpoints))
+    log = MetricLog()
+    extended = train(make_job(PRUNED, epochs=2, checkpoint_dir=checkpoints, resume=True), log)
+    assert not any("pruning/kept_ids" in metrics for _, metrics in log.metrics)  # the schedule had finished
+    assert torch.equal(extended.model.module.lookup.kept, first.model.module.lookup.kept)
