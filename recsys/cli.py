@@ -21,6 +21,22 @@ def int_list(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from error
 
 
+def byte_size(text: str) -> int:
+    """A byte count: 1500000, 1.5e6, 500MB, 2GiB, 64k."""
+    units = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
+    units |= {"kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+    units |= {"tib": 2**40, "b": 1}
+    number = text.strip().lower().rstrip("abgikmt")
+    unit = text.strip().lower()[len(number) :]
+    try:
+        value = float(number) * units[unit]
+    except (ValueError, KeyError):
+        raise argparse.ArgumentTypeError(f"not a size: {text!r}; write e.g. 2GiB, 500MB or 1500000") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"a size must be positive, got {text!r}")
+    return int(value)
+
+
 def split_fractions(text: str) -> tuple[float, float, float]:
     try:
         parts = tuple(float(part) for part in text.split(","))
@@ -127,7 +143,34 @@ def add_train_command(commands: argparse._SubParsersAction) -> None:
         default=0.05,
         help="learning rate of the fused row-wise Adagrad on tables (default 0.05)",
     )
+    train.add_argument(
+        "--sparse-optimizer",
+        choices=["rowwise_adagrad", "adagrad", "sgd"],
+        default="rowwise_adagrad",
+        help="table optimizer, fused into backward (default rowwise_adagrad: one state per row; adagrad keeps "
+        "one per weight, so column-wise sharding gives exactly the single-process result)",
+    )
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        help="processes to train with on this machine, the tables sharded over them (launches torchrun; "
+        "default 1). Under torchrun itself, leave it out.",
+    )
+    train.add_argument(
+        "--sharding",
+        choices=["auto", "table_wise", "row_wise", "column_wise", "table_row_wise", "data_parallel"],
+        default="auto",
+        help="how tables are split over processes (default auto: torchrec's planner decides; data_parallel "
+        "copies every table to every process and all-reduces whole tables). A table spec may override single "
+        "tables: sharding = { C3 = 'row_wise' }",
+    )
+    train.add_argument(
+        "--rank-memory",
+        type=byte_size,
+        help="bytes of tables and optimizer state one process may hold, e.g. 2GiB or 500MB (default: no limit)",
+    )
     train.add_argument("--bottom-mlp", type=int_list, help="DLRM bottom MLP widths, e.g. 512,256")
     train.add_argument("--top-mlp", type=int_list, help="DLRM top MLP widths, e.g. 512,256")
     train.add_argument("--checkpoint-dir", type=Path, help="write a checkpoint here after every epoch")
@@ -182,6 +225,35 @@ def run_prepare(arguments: argparse.Namespace) -> None:
         print(meta["bad_rows"]["summary"])
 
 
+def launch_processes(arguments: argparse.Namespace, argv: list[str]) -> int:
+    """Run this same `recsys train` command under torchrun with `--nproc` processes on this machine."""
+    import subprocess
+
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",  # a free port of its own: runs side by side do not collide
+        f"--nproc-per-node={arguments.nproc}",
+        "-m",
+        "recsys",
+        *without_nproc(argv),
+    ]
+    return subprocess.call(command)
+
+
+def without_nproc(argv: list[str]) -> list[str]:
+    kept, skip = [], False
+    for argument in argv:
+        if skip:
+            skip = False
+        elif argument == "--nproc":
+            skip = True
+        elif not argument.startswith("--nproc="):
+            kept.append(argument)
+    return kept
+
+
 def run_train(arguments: argparse.Namespace) -> None:
     from recsys.train.config import TrainConfig
     from recsys.train.distributed import is_main_process
@@ -193,6 +265,9 @@ def run_train(arguments: argparse.Namespace) -> None:
         dense_optimizer=arguments.dense_optimizer,
         dense_learning_rate=arguments.dense_lr,
         sparse_learning_rate=arguments.sparse_lr,
+        sparse_optimizer=arguments.sparse_optimizer,
+        sharding=arguments.sharding,
+        rank_memory=arguments.rank_memory,
         seed=arguments.seed,
         checkpoint_dir=str(arguments.checkpoint_dir) if arguments.checkpoint_dir else None,
         resume=arguments.resume,
@@ -222,7 +297,16 @@ def run_train(arguments: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     arguments = parser().parse_args(argv)
+    if arguments.command == "train" and arguments.nproc != 1:
+        if arguments.nproc < 1:
+            print(f"recsys train: error: --nproc must be at least 1, got {arguments.nproc}", file=sys.stderr)
+            return 2
+        if "WORLD_SIZE" in os.environ:
+            print("recsys train: error: --nproc under torchrun: give the process count to torchrun", file=sys.stderr)
+            return 2
+        return launch_processes(arguments, argv)
     quiet_libraries()
     from recsys.config import ConfigError
     from recsys.tracking import TrackingUnavailable

@@ -70,6 +70,14 @@ def check_type(value: Any, annotation: Any, where: str) -> Any:
         if value not in arguments:
             raise ConfigError(f"{where} must be one of {', '.join(map(repr, arguments))}, got {value!r}")
         return value
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where} must be a table of keys and values, got {value!r}")
+        key_type, value_type = arguments
+        return {
+            check_type(key, key_type, f"{where} key"): check_type(item, value_type, f"{where}[{key!r}]")
+            for key, item in value.items()
+        }
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where} must be a list, got {value!r}")

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from recsys.data.cache import PreparedCache
 from recsys.tables import load_spec
 from recsys.train.config import TrainConfig
-from recsys.train.distributed import is_main_process
-from recsys.train.events import Broadcast, Listener
+from recsys.train.distributed import is_main_process, rank_and_world_size
+from recsys.train.events import Broadcast, Listener, RunStart
 from recsys.train.job import Job
 from recsys.train.loop import TrainResult, train
+
+
+class PlanPrinter(Listener):
+    """Prints the sharding plan and bytes per rank when training starts (runs over several processes)."""
+
+    def on_start(self, start: RunStart) -> None:
+        print(f"sharding plan:\n{start.plan}", file=sys.stderr, flush=True)
 
 
 def train_and_track(
@@ -29,7 +37,7 @@ def train_and_track(
     """Train one model; with `tracking`, the MLflow store is checked before any work starts."""
     spec = load_spec(tables)
     cache = PreparedCache.open(data)
-    listeners: list[Listener] = []
+    listeners: list[Listener] = [PlanPrinter()] if is_main_process() and rank_and_world_size()[1] > 1 else []
     tracker = None
     if tracking and is_main_process():
         from recsys.tracking import MLflowTracker

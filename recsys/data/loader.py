@@ -24,19 +24,31 @@ from recsys.data.cache import PreparedCache
 
 @dataclass
 class Batch:
-    """One mini-batch: dense [B, D] float32, sparse ids per feature, labels [B] float32."""
+    """One mini-batch: dense [B, D] float32, sparse ids per feature, labels [B] float32.
+
+    In a run over several processes this is one rank's part of a global batch of `global_rows`
+    rows; `weights` is 0 for padding rows (every rank gets the same number of rows, which row-wise
+    sharded tables need) and 1 for real ones.
+    """
 
     dense: torch.Tensor
     sparse: KeyedJaggedTensor
     labels: torch.Tensor
+    weights: torch.Tensor | None = None
+    global_rows: int | None = None
 
     def __len__(self) -> int:
         return self.labels.shape[0]
 
+    @property
+    def real_rows(self) -> int:
+        return len(self) if self.weights is None else int(self.weights.sum())
+
     def to(self, device: torch.device) -> Batch:
         if device.type == "cpu":
             return self
-        return Batch(self.dense.to(device), self.sparse.to(device), self.labels.to(device))
+        weights = None if self.weights is None else self.weights.to(device)
+        return Batch(self.dense.to(device), self.sparse.to(device), self.labels.to(device), weights, self.global_rows)
 
 
 def make_batch(dense: np.ndarray, sparse: np.ndarray, labels: np.ndarray, keys: list[str]) -> Batch:
@@ -64,6 +76,8 @@ class BatchLoader:
         shuffle: bool = False,
         seed: int = 0,
         block_rows: int = 1 << 20,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -74,6 +88,8 @@ class BatchLoader:
         self.seed = seed
         self.block_rows = max(block_rows // batch_size, 1) * batch_size
         self.epoch = 0
+        self.rank = rank
+        self.world_size = world_size
         self.rows = cache.rows(split)
         schema = cache.schema
         self.dense_features = list(schema.dense_features)
@@ -101,4 +117,21 @@ class BatchLoader:
             order = generator.permutation(len(block)) if self.shuffle else np.arange(len(block))
             for begin in range(0, len(block), self.batch_size):
                 index = order[begin : begin + self.batch_size]
-                yield make_batch(dense[index], sparse[index], labels[index], self.sparse_features)
+                if self.world_size == 1:
+                    yield make_batch(dense[index], sparse[index], labels[index], self.sparse_features)
+                else:
+                    yield self.part(index, dense, sparse, labels)
+
+    def part(self, index: np.ndarray, dense: np.ndarray, sparse: np.ndarray, labels: np.ndarray) -> Batch:
+        """This rank's rows of a global batch: consecutive slices of equal length, padded at the end.
+
+        Padding repeats the global batch's first row with weight 0, so no rank is ever empty.
+        """
+        size = -(-len(index) // self.world_size)
+        mine = index[self.rank * size : (self.rank + 1) * size]
+        real = len(mine)
+        mine = np.concatenate([mine, np.full(size - real, index[0], dtype=index.dtype)])
+        batch = make_batch(dense[mine], sparse[mine], labels[mine], self.sparse_features)
+        batch.weights = (torch.arange(size) < real).to(torch.float32)
+        batch.global_rows = len(index)
+        return batch

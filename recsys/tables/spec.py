@@ -10,7 +10,11 @@ exactly one of three budgets, so that comparisons are at equal memory:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+ShardingType = Literal["table_wise", "row_wise", "column_wise", "table_row_wise", "data_parallel"]
+"""How torchrec may split a table over processes (see `recsys.train.sharding`)."""
 
 DIM_MULTIPLE = 4
 """torchrec's fused (fbgemm) tables need row widths divisible by 4, even on CPU."""
@@ -33,16 +37,21 @@ def check_width(name: str, width: int) -> None:
 
 @dataclass(frozen=True)
 class TableSpec:
-    """Keys every strategy shares."""
+    """Keys every strategy shares.
+
+    `sharding` overrides how single tables are split over processes, by storage table name or by
+    feature name (every table that feature uses), for example `sharding = { C3 = "row_wise" }`.
+    """
 
     strategy: str
     embedding_dim: int = 16
+    sharding: dict[str, ShardingType] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_width("embedding_dim", self.embedding_dim)
 
     def to_dict(self) -> dict:
-        return {key: value for key, value in asdict(self).items() if value is not None}
+        return {key: value for key, value in asdict(self).items() if value is not None and value != {}}
 
 
 @dataclass(frozen=True)

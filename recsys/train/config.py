@@ -13,12 +13,16 @@ class TrainConfig:
     eval_batch_size: int = 16384
     dense_optimizer: Literal["adam", "adagrad"] = "adam"
     dense_learning_rate: float = 1e-3
+    sparse_optimizer: Literal["rowwise_adagrad", "adagrad", "sgd"] = "rowwise_adagrad"
     sparse_learning_rate: float = 0.05
     seed: int = 0
     checkpoint_dir: str | None = None
     resume: bool = False
     log_every: int = 20
     progress: bool = True
+    sharding: Literal["auto", "table_wise", "row_wise", "column_wise", "table_row_wise", "data_parallel"] = "auto"
+    rank_memory: int | None = None
+    """Bytes of tables and optimizer state one rank may hold (the planner's budget); None: no limit."""
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size", "log_every"):
@@ -27,6 +31,8 @@ class TrainConfig:
         for name in ("dense_learning_rate", "sparse_learning_rate"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.rank_memory is not None and self.rank_memory <= 0:
+            raise ValueError(f"rank_memory must be positive, got {self.rank_memory}")
         if self.resume and self.checkpoint_dir is None:
             raise ValueError("resume needs a checkpoint directory (--checkpoint-dir)")
 

@@ -15,10 +15,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.distributed._shard.sharded_tensor import ShardedTensor
-from torchrec.distributed.embedding_types import EmbeddingComputeKernel
-from torchrec.distributed.model_parallel import DistributedModelParallel, get_default_sharders
-from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints, Topology
-from torchrec.distributed.types import ShardingPlan, ShardingType
+from torchrec.distributed.model_parallel import DistributedModelParallel
 from torchrec.modules.embedding_modules import EmbeddingBagCollection
 from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
 from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizerWrapper
@@ -26,6 +23,7 @@ from torchrec.optim.optimizers import in_backward_optimizer_filter
 from torchrec.optim.rowwise_adagrad import RowWiseAdagrad
 
 from recsys.tables.shards import sum_over_ranks
+from recsys.train.sharding import ShardingRequest, plan_sharding
 
 
 def compute_device() -> torch.device:
@@ -46,7 +44,25 @@ def ensure_process_group() -> None:
 
 
 def is_main_process() -> bool:
-    return not dist.is_initialized() or dist.get_rank() == 0
+    """Rank 0 (the one that talks to MLflow and prints), also before the process group exists."""
+    return rank_and_world_size()[0] == 0
+
+
+def rank_and_world_size() -> tuple[int, int]:
+    """This process's rank and the number of processes: from the group, else from torchrun's environment."""
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def mean_over_ranks(value: torch.Tensor) -> float:
+    """The mean of a scalar over all ranks (every rank must call it)."""
+    _, world_size = rank_and_world_size()
+    if world_size == 1:
+        return value.item()
+    total = value.detach().clone().reshape(1)
+    dist.all_reduce(total)
+    return total.item() / world_size
 
 
 def embedding_parameters(model: nn.Module) -> list[nn.Parameter]:
@@ -58,50 +74,59 @@ def embedding_parameters(model: nn.Module) -> list[nn.Parameter]:
     ]
 
 
-def table_constraints(model: nn.Module) -> dict[str, ParameterConstraints]:
-    """Every table sharded table-wise with the fused kernel.
-
-    Left alone, the planner makes small tables data-parallel with the dense kernel: those are then
-    trained by the dense optimizer, not the fused row-wise Adagrad, and fbgemm warns that their
-    backward has no registered autograd kernel. One optimizer for all tables keeps runs comparable.
-    """
-    return {
-        config.name: ParameterConstraints(
-            sharding_types=[ShardingType.TABLE_WISE.value], compute_kernels=[EmbeddingComputeKernel.FUSED.value]
-        )
-        for module in model.modules()
-        if isinstance(module, EmbeddingBagCollection)
-        for config in module.embedding_bag_configs()
-    }
+SPARSE_OPTIMIZERS = {
+    "rowwise_adagrad": RowWiseAdagrad,
+    "adagrad": torch.optim.Adagrad,
+    "sgd": torch.optim.SGD,
+}
+"""Table optimizers. fbgemm fuses each into the backward pass of sharded tables; data-parallel tables
+run the same optimizer on their (all-reduced, dense) gradients. Row-wise Adagrad keeps one state per
+row of each shard, so column-wise shards of a table each keep their own: use `adagrad` where results
+must not depend on column sharding."""
 
 
-def plan_sharding(model: nn.Module, device: torch.device) -> ShardingPlan:
-    world_size = dist.get_world_size()
-    topology = Topology(
-        world_size=world_size,
-        compute_device=device.type,
-        local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", world_size)),
-    )
-    planner = EmbeddingShardingPlanner(topology=topology, constraints=table_constraints(model), debug=False)
-    return planner.collective_plan(model, get_default_sharders(), dist.GroupMember.WORLD)
-
-
-def shard_model(model: nn.Module, sparse_learning_rate: float) -> DistributedModelParallel:
-    """Wrap `model` in DMP with fused row-wise Adagrad on every table, keeping its initial weights."""
+def shard_model(
+    model: nn.Module,
+    sparse_learning_rate: float,
+    sparse_optimizer: str = "rowwise_adagrad",
+    request: ShardingRequest | None = None,
+) -> DistributedModelParallel:
+    """Wrap `model` in DMP with the table optimizer fused into backward, keeping its initial weights."""
     initial_state = copy.deepcopy(model.state_dict())
-    apply_optimizer_in_backward(RowWiseAdagrad, embedding_parameters(model), {"lr": sparse_learning_rate})
+    optimizer_class = SPARSE_OPTIMIZERS[sparse_optimizer]
+    apply_optimizer_in_backward(optimizer_class, embedding_parameters(model), {"lr": sparse_learning_rate})
     device = compute_device()
-    sharded = DistributedModelParallel(model, device=device, plan=plan_sharding(model, device))
+    world_size = dist.get_world_size()
+    local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
+    plan = plan_sharding(model, request or ShardingRequest(), world_size, local_world_size, device)
+    sharded = DistributedModelParallel(model, device=device, plan=plan)
     sharded.load_state_dict(initial_state)  # DMP initialises its shards afresh; keep the seeded weights
     return sharded
 
 
-def make_optimizer(model: DistributedModelParallel, name: str, learning_rate: float) -> CombinedOptimizer:
-    """The fused table optimizer combined with Adam or Adagrad on the dense parameters."""
+def make_optimizer(
+    model: DistributedModelParallel,
+    name: str,
+    learning_rate: float,
+    sparse_optimizer: str = "rowwise_adagrad",
+    sparse_learning_rate: float = 0.05,
+) -> CombinedOptimizer:
+    """The fused table optimizer combined with Adam or Adagrad on the dense layers.
+
+    Data-parallel tables are not fused: they get the table optimizer on their dense gradients.
+    """
     dense_class = {"adam": torch.optim.Adam, "adagrad": torch.optim.Adagrad}[name]
-    dense_parameters = dict(in_backward_optimizer_filter(model.named_parameters()))
-    dense = KeyedOptimizerWrapper(dense_parameters, lambda parameters: dense_class(parameters, lr=learning_rate))
-    return CombinedOptimizer([model.fused_optimizer, dense])
+    table_class = SPARSE_OPTIMIZERS[sparse_optimizer]
+    parameters = dict(in_backward_optimizer_filter(model.named_parameters()))
+    tables = {key: parameter for key, parameter in parameters.items() if ".embedding_bags." in key}
+    layers = {key: parameter for key, parameter in parameters.items() if key not in tables}
+    optimizers = [
+        model.fused_optimizer,
+        KeyedOptimizerWrapper(layers, lambda group: dense_class(group, lr=learning_rate)),
+    ]
+    if tables:
+        optimizers.append(KeyedOptimizerWrapper(tables, lambda group: table_class(group, lr=sparse_learning_rate)))
+    return CombinedOptimizer(optimizers)
 
 
 def gathered_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:

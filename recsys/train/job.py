@@ -36,10 +36,15 @@ class Job:
         }
 
     def resume_key(self) -> dict:
-        """What a resumed run must share with the checkpoint's run to continue it exactly."""
+        """What a resumed run must share with the checkpoint's run to continue it.
+
+        How tables are sharded is free: a checkpoint resumes on any world size and plan.
+        """
         free = {"epochs", "resume", "checkpoint_dir", "progress", "log_every", "eval_batch_size"}
+        free |= {"sharding", "rank_memory"}
         params = self.params()
         params["train"] = {name: value for name, value in params["train"].items() if name not in free}
+        params["tables"] = {name: value for name, value in params["tables"].items() if name != "sharding"}
         return json.loads(json.dumps(params))  # as a checkpoint stores it: tuples become lists
 
     def tags(self) -> dict[str, str]:

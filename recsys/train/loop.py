@@ -25,11 +25,14 @@ from recsys.train.distributed import (
     ensure_process_group,
     is_main_process,
     make_optimizer,
+    mean_over_ranks,
+    rank_and_world_size,
     shard_model,
 )
 from recsys.train.evaluation import evaluate
 from recsys.train.events import Listener, RunStart
 from recsys.train.job import Job, build
+from recsys.train.sharding import ShardingRequest, describe_plan, rank_bytes, table_shapes
 
 
 @dataclass
@@ -47,12 +50,25 @@ def train(job: Job, listener: Listener | None = None) -> TrainResult:
     listener = listener or Listener()
     ensure_process_group()
     model, memory = build(job)
-    sharded = shard_model(model, job.config.sparse_learning_rate)
-    optimizer = make_optimizer(sharded, job.config.dense_optimizer, job.config.dense_learning_rate)
+    config = job.config
+    request = ShardingRequest(config.sharding, dict(job.spec.sharding), config.rank_memory)
+    shapes = table_shapes(model)
+    sharded = shard_model(model, config.sparse_learning_rate, config.sparse_optimizer, request)
+    optimizer = make_optimizer(
+        sharded,
+        config.dense_optimizer,
+        config.dense_learning_rate,
+        config.sparse_optimizer,
+        config.sparse_learning_rate,
+    )
     progress = resume(job, sharded, optimizer) if job.config.resume else {"epoch": 0, "step": 0}
     failed = True
     try:
-        listener.on_start(RunStart(job.params(), job.tags(), memory.to_dict(), job.spec_text, plan=str(sharded.plan)))
+        _, world_size = rank_and_world_size()
+        plan = describe_plan(sharded.plan, shapes, world_size)
+        listener.on_start(RunStart(job.params(), job.tags(), memory.to_dict(), job.spec_text, plan=plan))
+        per_rank = rank_bytes(sharded.plan, shapes, world_size)
+        listener.on_metrics({f"sharding/rank_{rank}_bytes": total for rank, total in enumerate(per_rank)}, 0)
         trainer = Trainer(
             job, sharded, optimizer, listener, step=progress["step"], total_steps=progress.get("total_steps")
         )
@@ -92,6 +108,19 @@ def resume(job: Job, model: nn.Module, optimizer: CombinedOptimizer) -> dict:
     return progress
 
 
+def batch_loss(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """Log loss of one rank's rows, scaled so that averaging over ranks gives the global batch's mean.
+
+    Gradients of dense layers (DDP) and of tables (torchrec) are averaged over ranks, so a rank
+    contributes sum(its losses) * world_size / global_rows; padding rows weigh 0.
+    """
+    if batch.weights is None:
+        return torch.nn.functional.binary_cross_entropy_with_logits(logits, batch.labels)
+    losses = torch.nn.functional.binary_cross_entropy_with_logits(logits, batch.labels, reduction="none")
+    _, world_size = rank_and_world_size()
+    return (losses * batch.weights).sum() * (world_size / batch.global_rows)
+
+
 def prefixed(prefix: str, values: dict[str, float]) -> dict[str, float]:
     return {f"{prefix}/{name}": value for name, value in values.items()}
 
@@ -119,12 +148,19 @@ class Trainer:
     def config(self) -> TrainConfig:
         return self.job.config
 
+    def loader(self, split: str, batch_size: int, shuffle: bool = False) -> BatchLoader:
+        """This rank's part of every global batch of `split`."""
+        rank, world_size = rank_and_world_size()
+        return BatchLoader(
+            self.job.cache, split, batch_size, shuffle=shuffle, seed=self.config.seed, rank=rank, world_size=world_size
+        )
+
     @property
     def show_progress(self) -> bool:
         return self.config.progress and is_main_process()
 
     def run(self, first_epoch: int, metrics: dict[str, float]) -> dict[str, float]:
-        loader = BatchLoader(self.job.cache, "train", self.config.batch_size, shuffle=True, seed=self.config.seed)
+        loader = self.loader("train", self.config.batch_size, shuffle=True)
         for epoch in range(first_epoch, self.config.epochs):
             loader.set_epoch(epoch)
             metrics = {"train/samples_per_s": self.train_epoch(loader, epoch), "epoch": epoch + 1}
@@ -153,10 +189,11 @@ class Trainer:
         for batch in loader:
             loss = self.train_step(batch.to(device))
             self.after_step()
-            samples += len(batch)
-            bar.update(len(batch))
+            rows = batch.global_rows or len(batch)
+            samples += rows
+            bar.update(rows)
             if self.step % self.config.log_every == 0 or samples == loader.rows:
-                value = loss.item()
+                value = mean_over_ranks(loss.detach())
                 self.losses.append(value)
                 self.listener.on_step(self.step, value)
                 bar.set_postfix(loss=f"{value:.4f}")
@@ -164,9 +201,10 @@ class Trainer:
         return samples / max(time.perf_counter() - started, 1e-9)
 
     def train_step(self, batch: Batch) -> torch.Tensor:
+        """One optimizer step; returns this rank's loss (its mean over ranks is the global batch's mean)."""
         self.optimizer.zero_grad()
         logits = self.model(batch.dense, batch.sparse)
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, batch.labels)
+        loss = batch_loss(logits, batch)
         loss.backward()  # the fused optimizer updates the tables here
         self.optimizer.step()
         self.step += 1
@@ -179,7 +217,7 @@ class Trainer:
             self.listener.on_metrics(metrics, self.step)
 
     def evaluate(self, split: str, model: nn.Module | None = None) -> dict[str, float]:
-        loader = BatchLoader(self.job.cache, split, self.config.eval_batch_size)
+        loader = self.loader(split, self.config.eval_batch_size)
         return prefixed(split, evaluate(model or self.model, loader, self.show_progress))
 
     def compact(self) -> tuple[nn.Module, dict[str, float]]:
