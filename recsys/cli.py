@@ -226,8 +226,22 @@ def run_prepare(arguments: argparse.Namespace) -> None:
 
 
 def launch_processes(arguments: argparse.Namespace, argv: list[str]) -> int:
-    """Run this same `recsys train` command under torchrun with `--nproc` processes on this machine."""
+    """Run this same `recsys train` command under torchrun with `--nproc` processes on this machine.
+
+    The spec and the data are checked here first, so that a mistake is one line, not one per rank.
+    """
     import subprocess
+
+    from recsys.config import ConfigError
+    from recsys.data.cache import PreparedCache
+    from recsys.tables import load_spec
+
+    try:
+        load_spec(arguments.tables)
+        PreparedCache.open(arguments.data)
+    except (ConfigError, *EXPECTED_ERRORS) as error:
+        print(f"recsys train: error: {error}", file=sys.stderr)
+        return 2
 
     command = [
         sys.executable,
@@ -306,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         if "WORLD_SIZE" in os.environ:
             print("recsys train: error: --nproc under torchrun: give the process count to torchrun", file=sys.stderr)
             return 2
+        quiet_libraries()
         return launch_processes(arguments, argv)
     quiet_libraries()
     from recsys.config import ConfigError

@@ -65,3 +65,44 @@ def test_errors_are_one_clear_line(tmp_path):
     result = recsys("train", "--data", str(tmp_path), "--tables", str(spec), "--no-tracking")
     assert result.returncode == 2
     assert "unknown key 'rowz'" in result.stderr and str(spec) in result.stderr
+
+
+def test_nproc_trains_over_two_processes_and_only_rank_0_tracks(synthetic_cache, tmp_path):
+    import os
+    import signal
+
+    from mlflow.tracking import MlflowClient
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spec = tmp_path / "hashing.toml"
+    spec.write_text('strategy = "hashing"\ncompression = 10\nsharding = { C1 = "data_parallel" }\n')
+    command = [sys.executable, "-m", "recsys", "train", "--nproc", "2", "--data", str(synthetic_cache.path)]
+    command += ["--tables", str(spec), "--sharding", "row_wise", "--batch-size", "2048", "--no-progress"]
+    command += ["--tracking-uri", store, "--experiment", "two-ranks"]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        output, errors = process.communicate(timeout=300)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 0, errors[-4000:]
+    assert "hashing_C1: data_parallel on ranks [0, 1]" in errors
+    assert "hashing_C2: row_wise on ranks [0, 1]" in errors
+    assert output.count("test/auc") == 1  # rank 0 prints the results, once
+    client = MlflowClient(store)
+    runs = client.search_runs([client.get_experiment_by_name("two-ranks").experiment_id])
+    assert len(runs) == 1
+    metrics = runs[0].data.metrics
+    assert metrics["sharding/rank_0_bytes"] > 0 and metrics["sharding/rank_1_bytes"] > 0
+    plan = client.download_artifacts(runs[0].info.run_id, "sharding_plan.txt", str(tmp_path))
+    assert "row_wise" in open(plan).read()
+
+
+def test_sizes_and_nproc_arguments():
+    from recsys.cli import byte_size, without_nproc
+
+    assert byte_size("2GiB") == 2 * 2**30 and byte_size("500MB") == 500 * 10**6 and byte_size("1.5e6") == 1_500_000
+    assert without_nproc(["train", "--nproc", "2", "--data", "x", "--nproc=3"]) == ["train", "--data", "x"]
+    assert recsys("train", "--data", "x", "--tables", "y", "--rank-memory", "lots").returncode == 2
