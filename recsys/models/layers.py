@@ -25,3 +25,21 @@ class MLP(nn.Sequential):
 def pooled_matrix(pooled_values: torch.Tensor, feature_count: int, embedding_dim: int) -> torch.Tensor:
     """A KeyedTensor's values [B, F * D] viewed as [B, F, D]."""
     return pooled_values.view(-1, feature_count, embedding_dim)
+
+
+def field_vectors(lookup: nn.Module, sparse) -> torch.Tensor:
+    """The lookup's pooled vectors as [B, F, D] (every lookup gives each feature `embedding_dim` columns)."""
+    return pooled_matrix(lookup(sparse).values(), len(lookup.feature_names), lookup.embedding_dim)
+
+
+class FactorizationMachine(nn.Module):
+    """Second-order FM term over field vectors [B, N, D]: sum over pairs i < j of <v_i, v_j>, per row.
+
+    Rendle, "Factorization Machines", ICDM 2010; computed as 0.5 * sum_d((sum_i v_id)^2 - sum_i v_id^2)
+    in O(N D) instead of O(N^2 D).
+    """
+
+    def forward(self, vectors: torch.Tensor) -> torch.Tensor:
+        square_of_sum = vectors.sum(dim=1).pow(2)
+        sum_of_squares = vectors.pow(2).sum(dim=1)
+        return 0.5 * (square_of_sum - sum_of_squares).sum(dim=1)

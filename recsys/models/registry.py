@@ -8,10 +8,14 @@ from typing import Any
 from torch import nn
 
 from recsys.config import ConfigError, from_mapping
+from recsys.models.dcnv2 import DCNv2
+from recsys.models.deepfm import DeepFM
 from recsys.models.dlrm import DLRM
+from recsys.models.fm import FM
+from recsys.models.lr import LR
 from recsys.tables.interface import LookupModule
 
-MODELS: dict[str, type[nn.Module]] = {"dlrm": DLRM}
+MODELS: dict[str, type[nn.Module]] = {"lr": LR, "fm": FM, "deepfm": DeepFM, "dcnv2": DCNv2, "dlrm": DLRM}
 
 
 def build_model(

@@ -1,0 +1,50 @@
+"""FM: factorization machine over the field vectors (Rendle, "Factorization Machines", ICDM 2010).
+
+The dense features become one more field vector through a linear map, so they interact too:
+
+    fields = [W_d dense; e_1; ...; e_F]                       [B, F + 1, D]
+    logit  = b + w . [dense; e_1; ...; e_F] + sum_{i<j} <fields_i, fields_j>
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+from recsys.models.layers import FactorizationMachine, field_vectors
+from recsys.tables.interface import LookupModule
+
+
+@dataclass(frozen=True)
+class FMConfig:
+    pass
+
+
+class FMTerms(nn.Module):
+    """First- and second-order FM terms from the dense features and the field vectors [B, F, D]."""
+
+    def __init__(self, dense_features: int, feature_count: int, embedding_dim: int) -> None:
+        super().__init__()
+        self.dense_field = nn.Linear(dense_features, embedding_dim, bias=False)
+        self.first_order = nn.Linear(dense_features + feature_count * embedding_dim, 1)
+        self.interaction = FactorizationMachine()
+
+    def forward(self, dense: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
+        fields = torch.cat([self.dense_field(dense).unsqueeze(1), vectors], dim=1)
+        linear = self.first_order(torch.cat([dense, vectors.flatten(1)], dim=1)).squeeze(-1)
+        return linear + self.interaction(fields)
+
+
+class FM(nn.Module):
+    config_type = FMConfig
+
+    def __init__(self, lookup: LookupModule, dense_features: int, config: FMConfig = FMConfig()) -> None:
+        super().__init__()
+        self.lookup = lookup
+        self.terms = FMTerms(dense_features, len(lookup.feature_names), lookup.embedding_dim)
+
+    def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:
+        return self.terms(dense, field_vectors(self.lookup, sparse))

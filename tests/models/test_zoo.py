@@ -1,0 +1,46 @@
+"""The model zoo's arithmetic (FM pairs, DCNv2 crosses) and that every model learns from the data."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from recsys.models import MODELS
+from recsys.models.dcnv2 import CrossLayer, DCNv2Config
+from recsys.models.layers import FactorizationMachine
+from recsys.train.loop import train
+
+
+def test_factorization_machine_sums_every_pair_once():
+    vectors = torch.randn(3, 5, 4)
+    expected = torch.stack(
+        [sum(vectors[b, i] @ vectors[b, j] for i in range(5) for j in range(i + 1, 5)) for b in range(3)]
+    )
+    torch.testing.assert_close(FactorizationMachine()(vectors), expected)
+
+
+@pytest.mark.parametrize("low_rank", [None, 2])
+def test_cross_layer_is_x0_times_a_linear_map_of_x_plus_x(low_rank):
+    layer = CrossLayer(6, low_rank)
+    first, current = torch.randn(4, 6), torch.randn(4, 6)
+    torch.testing.assert_close(layer(first, current), first * layer.weight(current) + current)
+    if low_rank is not None:
+        assert sum(parameter.numel() for parameter in layer.parameters()) == 6 * 2 + 2 * 6 + 6
+
+
+def test_dcnv2_config_is_checked():
+    with pytest.raises(ValueError, match="cross_layers"):
+        DCNv2Config(cross_layers=0)
+
+
+SMALL = {"lr": {}, "fm": {}, "deepfm": {"hidden": (64, 64)}, "dcnv2": {"hidden": (64,)}, "dlrm": {}}
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_model_learns_the_planted_signal(make_job, name):
+    job = make_job({"strategy": "full"}, epochs=1)
+    job = dataclasses.replace(job, model=name, model_overrides=SMALL.get(name, {}))
+    result = train(job)
+    assert result.metrics["test/auc"] > 0.65, result.metrics
