@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
@@ -31,7 +32,9 @@ def byte_size(text: str) -> int:
     try:
         value = float(number) * units[unit]
     except (ValueError, KeyError):
-        raise argparse.ArgumentTypeError(f"not a size: {text!r}; write e.g. 2GiB, 500MB or 1500000") from None
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"not a size: {text!r}; write e.g. 2GiB, 500MB or 1500000")
     if value <= 0:
         raise argparse.ArgumentTypeError(f"a size must be positive, got {text!r}")
     return int(value)
@@ -50,6 +53,7 @@ def split_fractions(text: str) -> tuple[float, float, float]:
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(
         prog="recsys",
+        allow_abbrev=False,
         description="Train CTR models on Criteo-style click logs with interchangeable embedding-table strategies.",
     )
     commands = root.add_subparsers(dest="command", required=True)
@@ -125,6 +129,7 @@ def add_data_commands(commands: argparse._SubParsersAction) -> None:
 def add_train_command(commands: argparse._SubParsersAction) -> None:
     train = commands.add_parser(
         "train",
+        allow_abbrev=False,  # --nproc must be spelled out: it is removed before the ranks see the command
         help="train a CTR model with a table strategy, tracked in MLflow",
         description="Train a CTR model on a prepared cache with the table strategy of a TOML spec (see "
         "tables/). Embeddings train with fused row-wise Adagrad through torchrec; the dense part with "
@@ -162,9 +167,9 @@ def add_train_command(commands: argparse._SubParsersAction) -> None:
         "--sharding",
         choices=["auto", "table_wise", "row_wise", "column_wise", "table_row_wise", "data_parallel"],
         default="auto",
-        help="how tables are split over processes (default auto: torchrec's planner decides; data_parallel "
-        "copies every table to every process and all-reduces whole tables). A table spec may override single "
-        "tables: sharding = { C3 = 'row_wise' }",
+        help="how tables are split over processes (default auto: whole tables placed by torchrec's planner, "
+        "row-wise where they do not fit; data_parallel copies every table to every process and all-reduces whole "
+        "tables). A table spec may override single tables: sharding = { C3 = 'row_wise' }",
     )
     train.add_argument(
         "--rank-memory",

@@ -106,3 +106,6 @@ def test_sizes_and_nproc_arguments():
     assert byte_size("2GiB") == 2 * 2**30 and byte_size("500MB") == 500 * 10**6 and byte_size("1.5e6") == 1_500_000
     assert without_nproc(["train", "--nproc", "2", "--data", "x", "--nproc=3"]) == ["train", "--data", "x"]
     assert recsys("train", "--data", "x", "--tables", "y", "--rank-memory", "lots").returncode == 2
+    assert recsys("train", "--data", "x", "--tables", "y", "--rank-memory", "inf").returncode == 2
+    abbreviated = recsys("train", "--data", "x", "--tables", "y", "--npr", "2")
+    assert abbreviated.returncode == 2 and "unrecognized arguments: --npr" in abbreviated.stderr

@@ -40,7 +40,7 @@ from recsys.tables.budget import FLOAT_BYTES, INDEX_BYTES, ROWWISE_ADAGRAD_STATE
 from recsys.tables.full import FullLookup
 from recsys.tables.interface import MemoryReport
 from recsys.tables.jagged import in_order, join_parts, one_bag_per_value, sum_bags
-from recsys.tables.shards import is_sharded, sum_over_ranks, table_pieces
+from recsys.tables.shards import pieces_once, sum_over_ranks
 from recsys.tables.spec import BudgetSpec
 
 SCORE_CHUNK_ROWS = 1 << 18
@@ -188,7 +188,8 @@ class PrunedLookup(FullLookup):
     def row_scores(self) -> torch.Tensor:
         """L1 norm of every thresholded row, rows of all features end to end, summed over ranks."""
         scores = torch.zeros(self.kept.numel(), device=self.kept.device)
-        for piece in table_pieces(self.storage):
+        pieces, sharded = pieces_once(self.storage)
+        for piece in pieces:
             feature = self.table_features[piece.table]
             index = self.feature_names.index(feature)
             columns = slice(piece.column_offset, piece.column_offset + piece.weights.shape[1])
@@ -196,7 +197,7 @@ class PrunedLookup(FullLookup):
             for begin in range(0, piece.weights.shape[0], SCORE_CHUNK_ROWS):
                 chunk = self.soft_threshold(piece.weights[begin : begin + SCORE_CHUNK_ROWS], index, columns)
                 scores[start + begin : start + begin + chunk.shape[0]] += chunk.abs().sum(dim=1).to(scores.device)
-        return sum_over_ranks(scores) if is_sharded(self.storage) else scores
+        return sum_over_ranks(scores) if sharded else scores
 
     def memory_report(self) -> MemoryReport:
         """The compact form's bytes (what serving stores); optimizer bytes are training's, on full tables."""
@@ -221,7 +222,8 @@ class PrunedLookup(FullLookup):
             feature: torch.zeros(rows.numel(), self.embedding_dim, device=self.kept.device)
             for feature, rows in positions.items()
         }
-        for piece in table_pieces(self.storage):
+        pieces, sharded = pieces_once(self.storage)
+        for piece in pieces:
             feature = self.table_features[piece.table]
             rows = positions[feature]
             inside = (rows >= piece.row_offset) & (rows < piece.row_offset + piece.weights.shape[0])
@@ -232,7 +234,7 @@ class PrunedLookup(FullLookup):
         for feature, rows in positions.items():
             start, _ = self.vocabularies.spans[feature]
             vocabularies[feature] = self.vocabularies.ids[start + rows[:-1]].cpu().numpy()
-            if is_sharded(self.storage):
+            if sharded:
                 sum_over_ranks(tables[feature])
         return CompactPrunedLookup(self, vocabularies, tables)
 

@@ -34,6 +34,8 @@ class TablePiece:
     row_offset: int
     column_offset: int
     weights: torch.Tensor
+    replicated: bool = False
+    """A whole table that every rank holds (a plain tensor: unsharded storage, or data-parallel)."""
 
 
 def table_pieces(storage: nn.Module) -> Iterator[TablePiece]:
@@ -47,7 +49,7 @@ def table_pieces(storage: nn.Module) -> Iterator[TablePiece]:
                 row_offset, column_offset = shard.metadata.shard_offsets
                 yield TablePiece(table, row_offset, column_offset, shard.tensor)
         elif type(value) is torch.Tensor or isinstance(value, nn.Parameter):
-            yield TablePiece(table, 0, 0, value)
+            yield TablePiece(table, 0, 0, value, replicated=True)
         else:
             raise TypeError(f"table {table}: cannot read weights stored as {type(value).__name__}")
 
@@ -55,6 +57,18 @@ def table_pieces(storage: nn.Module) -> Iterator[TablePiece]:
 def is_sharded(storage: nn.Module) -> bool:
     """Whether `storage` is split over ranks (then results from its pieces must be summed over ranks)."""
     return any(isinstance(value, ShardedTensor) for value in storage.state_dict().values())
+
+
+def pieces_once(storage: nn.Module) -> tuple[list[TablePiece], bool]:
+    """The pieces this rank adds up, and whether the sums must then be summed over ranks.
+
+    In sharded storage, data-parallel tables are whole on every rank: only rank 0 counts them, so
+    that the sum over ranks counts every table once.
+    """
+    sharded = is_sharded(storage)
+    main = not dist.is_initialized() or dist.get_rank() == 0
+    pieces = [piece for piece in table_pieces(storage) if not (sharded and piece.replicated and not main)]
+    return pieces, sharded
 
 
 def sum_over_ranks(tensor: torch.Tensor) -> torch.Tensor:

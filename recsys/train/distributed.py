@@ -37,6 +37,8 @@ def ensure_process_group() -> None:
     if dist.is_initialized():
         return
     backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if torch.cuda.is_available():
+        torch.cuda.set_device(compute_device())  # NCCL collectives and all_gather_object use the current device
     if "WORLD_SIZE" in os.environ and "RANK" in os.environ:
         dist.init_process_group(backend=backend)
     else:

@@ -32,7 +32,7 @@ from recsys.train.distributed import (
 from recsys.train.evaluation import evaluate
 from recsys.train.events import Listener, RunStart
 from recsys.train.job import Job, build
-from recsys.train.sharding import ShardingRequest, describe_plan, rank_bytes, table_shapes
+from recsys.train.sharding import ShardingRequest, describe_plan, rank_bytes, state_layouts, table_shapes
 
 
 @dataclass
@@ -51,7 +51,14 @@ def train(job: Job, listener: Listener | None = None) -> TrainResult:
     ensure_process_group()
     model, memory = build(job)
     config = job.config
-    request = ShardingRequest(config.sharding, dict(job.spec.sharding), config.rank_memory)
+    _, world_size = rank_and_world_size()
+    request = ShardingRequest(
+        config.sharding,
+        dict(job.spec.sharding),
+        config.rank_memory,
+        config.sparse_optimizer,
+        batch_size=-(-config.batch_size // world_size),
+    )
     shapes = table_shapes(model)
     sharded = shard_model(model, config.sparse_learning_rate, config.sparse_optimizer, request)
     optimizer = make_optimizer(
@@ -61,16 +68,22 @@ def train(job: Job, listener: Listener | None = None) -> TrainResult:
         config.sparse_optimizer,
         config.sparse_learning_rate,
     )
-    progress = resume(job, sharded, optimizer) if job.config.resume else {"epoch": 0, "step": 0}
+    layouts = state_layouts(sharded.plan)
+    progress = resume(job, sharded, optimizer, layouts) if job.config.resume else {"epoch": 0, "step": 0}
     failed = True
     try:
-        _, world_size = rank_and_world_size()
-        plan = describe_plan(sharded.plan, shapes, world_size)
+        plan = describe_plan(sharded.plan, shapes, world_size, config.sparse_optimizer)
         listener.on_start(RunStart(job.params(), job.tags(), memory.to_dict(), job.spec_text, plan=plan))
-        per_rank = rank_bytes(sharded.plan, shapes, world_size)
+        per_rank = rank_bytes(sharded.plan, shapes, world_size, config.sparse_optimizer)
         listener.on_metrics({f"sharding/rank_{rank}_bytes": total for rank, total in enumerate(per_rank)}, 0)
         trainer = Trainer(
-            job, sharded, optimizer, listener, step=progress["step"], total_steps=progress.get("total_steps")
+            job,
+            sharded,
+            optimizer,
+            listener,
+            step=progress["step"],
+            total_steps=progress.get("total_steps"),
+            layouts=layouts,
         )
         metrics = trainer.run(first_epoch=progress["epoch"], metrics=dict(progress.get("metrics", {})))
         serving = trainer.compact() if lookup_of(sharded).compacts else None
@@ -88,8 +101,11 @@ def train(job: Job, listener: Listener | None = None) -> TrainResult:
         listener.on_end(failed)
 
 
-def resume(job: Job, model: nn.Module, optimizer: CombinedOptimizer) -> dict:
-    """Load the latest complete checkpoint of `job` into model and optimizer; return its progress."""
+def resume(job: Job, model: nn.Module, optimizer: CombinedOptimizer, layouts: dict[str, str]) -> dict:
+    """Load the latest complete checkpoint of `job` into model and optimizer; return its progress.
+
+    Any world size and sharding will do, as long as every table keeps its optimizer state's layout.
+    """
     directory = Path(job.config.checkpoint_dir)
     checkpoint = latest_checkpoint(directory)
     if checkpoint is None:
@@ -104,6 +120,18 @@ def resume(job: Job, model: nn.Module, optimizer: CombinedOptimizer) -> dict:
     ]
     if differences:
         raise ValueError(f"--resume: {checkpoint} belongs to another run; " + "; ".join(differences))
+    saved = progress.get("layouts", layouts)
+    moved = [
+        f"{table} was {saved.get(table)}, now {layout}"
+        for table, layout in layouts.items()
+        if saved.get(table) != layout
+    ]
+    if moved:
+        raise ValueError(
+            f"--resume: {checkpoint} holds optimizer state in another layout ({'; '.join(moved[:3])}): table-wise, "
+            "row-wise and table-row-wise convert freely between any number of processes, column-wise and "
+            "data-parallel only into themselves; resume with the checkpoint's --sharding"
+        )
     load_checkpoint(checkpoint, model, optimizer)
     return progress
 
@@ -135,6 +163,7 @@ class Trainer:
     listener: Listener
     step: int = 0
     total_steps: int | None = None
+    layouts: dict[str, str] = field(default_factory=dict)
     """Steps of the whole run, the basis of `progress` for lookups; a resumed run keeps its first value,
     so a pruning schedule is not stretched when `epochs` grows."""
     losses: list[float] = field(default_factory=list)
@@ -233,6 +262,7 @@ class Trainer:
             "epoch": epoch,
             "step": self.step,
             "total_steps": self.total_steps,
+            "layouts": self.layouts,
             "metrics": metrics,
             "job": self.job.resume_key(),
         }

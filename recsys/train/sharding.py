@@ -1,6 +1,7 @@
 """How the storage tables are split over processes: torchrec's planner, or an explicit plan.
 
-    --sharding auto            torchrec's planner chooses per table (fused kernels, within --rank-memory)
+    --sharding auto            tables whole, placed by torchrec's planner within --rank-memory;
+                               row-wise where whole tables do not fit
     --sharding table_wise      each table whole on one rank, tables balanced by bytes
     --sharding row_wise        every table's rows split evenly over all ranks
     --sharding column_wise     every table's columns split over ranks (widths stay multiples of 4)
@@ -19,10 +20,12 @@ from dataclasses import dataclass, field
 from typing import get_args
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from torchrec.distributed.embedding_types import EmbeddingComputeKernel
 from torchrec.distributed.model_parallel import get_default_sharders
 from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints, Topology
+from torchrec.distributed.planner.storage_reservations import HeuristicalStorageReservation
 from torchrec.distributed.planner.types import PlannerError
 from torchrec.distributed.sharding_plan import (
     column_wise,
@@ -42,6 +45,7 @@ from recsys.tables.spec import ShardingType as TableShardingType
 
 SHARDING_CHOICES = ("auto", *get_args(TableShardingType))
 PLANNER_TYPES_ON_CPU = {ShardingType.TABLE_WISE.value, ShardingType.COLUMN_WISE.value, ShardingType.DATA_PARALLEL.value}
+"""The types torchrec's planner can plan on CPU; any other type needs an explicit plan there."""
 
 
 class ShardingError(ValueError):
@@ -55,6 +59,9 @@ class ShardingRequest:
     default: str = "auto"
     overrides: dict[str, str] = field(default_factory=dict)
     rank_memory: int | None = None
+    sparse_optimizer: str = "rowwise_adagrad"
+    batch_size: int = 4096
+    """Rows per rank and batch, for the planner's estimate of input and output buffers."""
 
     def __post_init__(self) -> None:
         if self.default not in SHARDING_CHOICES:
@@ -92,46 +99,87 @@ def base_features(config: EmbeddingBagConfig) -> set[str]:
 def plan_sharding(
     model: nn.Module, request: ShardingRequest, world_size: int, local_world_size: int, device: torch.device
 ) -> ShardingPlan:
-    """The sharding plan of every storage table of `model` over `world_size` ranks."""
+    """The sharding plan of every storage table of `model` over `world_size` ranks.
+
+    Rank 0 plans and sends the plan (or its error) to the others, so all ranks always agree.
+    """
+    outcome: ShardingPlan | ShardingError | None = None
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        try:
+            outcome = make_plan(model, request, world_size, local_world_size, device)
+        except ShardingError as error:
+            outcome = error
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        shared = [outcome]
+        dist.broadcast_object_list(shared, src=0)
+        outcome = shared[0]
+    if isinstance(outcome, ShardingError):
+        raise outcome
+    return outcome
+
+
+def make_plan(
+    model: nn.Module, request: ShardingRequest, world_size: int, local_world_size: int, device: torch.device
+) -> ShardingPlan:
+    """`auto` tables: table-wise placed by torchrec's planner, or row-wise where table-wise cannot fit."""
     types = table_types(model, request)
+    shapes = table_shapes(model)
     needs_explicit = device.type == "cpu" and any(
         kind != "auto" and kind not in PLANNER_TYPES_ON_CPU for kind in types.values()
     )
-    if needs_explicit or ("auto" not in types.values()):
+    if needs_explicit or "auto" not in types.values():
         plan = explicit_plan(model, types, world_size, local_world_size, device)
-        check_rank_memory(plan, table_shapes(model), world_size, request.rank_memory)
-        return plan
-    return planner_plan(model, types, request.rank_memory, world_size, local_world_size, device)
+    else:
+        try:
+            plan = planner_plan(model, types, request, world_size, local_world_size, device)
+        except ShardingError as error:
+            if request.rank_memory is None:
+                raise
+            split = {name: ShardingType.ROW_WISE.value if kind == "auto" else kind for name, kind in types.items()}
+            plan = explicit_plan(model, split, world_size, local_world_size, device)
+            if max(rank_bytes(plan, shapes, world_size, request.sparse_optimizer)) > request.rank_memory:
+                raise error
+    check_rank_memory(plan, shapes, world_size, request)
+    return plan
 
 
 def planner_plan(
     model: nn.Module,
     types: dict[str, str],
-    rank_memory: int | None,
+    request: ShardingRequest,
     world_size: int,
     local_world_size: int,
     device: torch.device,
 ) -> ShardingPlan:
-    """torchrec's planner, fused kernels, data-parallel only where asked; its failure made readable."""
-    free = [kind for kind in PLANNER_TYPES_ON_CPU if kind != ShardingType.DATA_PARALLEL.value]
-    if device.type != "cpu":
-        free += [ShardingType.ROW_WISE.value, ShardingType.TABLE_ROW_WISE.value]
+    """torchrec's planner: `auto` tables whole (table-wise, fused kernel), placed within --rank-memory.
+
+    Table-wise keeps every table's optimizer state as one process would, so results do not depend
+    on the plan; where whole tables do not fit, `make_plan` splits them row-wise instead.
+    """
     constraints = {
         name: ParameterConstraints(
-            sharding_types=free if kind == "auto" else [kind],
+            sharding_types=[ShardingType.TABLE_WISE.value if kind == "auto" else kind],
             compute_kernels=[kernel_for(kind)],
         )
         for name, kind in types.items()
     }
+    rank_memory = request.rank_memory
     capacity = {} if rank_memory is None else {"hbm_cap" if device.type == "cuda" else "ddr_cap": rank_memory}
     topology = Topology(
         world_size=world_size, compute_device=device.type, local_world_size=local_world_size, **capacity
     )
-    planner = EmbeddingShardingPlanner(topology=topology, constraints=constraints, debug=False)
+    planner = EmbeddingShardingPlanner(
+        topology=topology,
+        batch_size=request.batch_size,
+        storage_reservation=HeuristicalStorageReservation(percentage=0.0),
+        constraints=constraints,
+        debug=False,
+    )
     try:
         return planner.plan(model, get_default_sharders())
     except PlannerError as error:
-        raise ShardingError(memory_advice(model, world_size, rank_memory, str(error).splitlines()[0])) from error
+        reason = str(error).splitlines()[0]
+        raise ShardingError(memory_advice(model, world_size, request, reason)) from error
 
 
 def kernel_for(kind: str) -> str:
@@ -148,7 +196,7 @@ def explicit_plan(
     plan = {}
     for path, module in storage_collections(model).items():
         generators = {
-            config.name: generator_for(types[config.name], config, placement, world_size)
+            config.name: generator_for(types[config.name], config, placement, world_size, local_world_size)
             for config in module.embedding_bag_configs()
         }
         plan[path] = construct_module_sharding_plan(
@@ -170,13 +218,16 @@ def balanced_ranks(model: nn.Module, types: dict[str, str], world_size: int) -> 
     return placement
 
 
-def generator_for(kind: str, config: EmbeddingBagConfig, placement: dict[str, int], world_size: int):
+def generator_for(
+    kind: str, config: EmbeddingBagConfig, placement: dict[str, int], world_size: int, local_world_size: int
+):
     if kind in ("auto", ShardingType.TABLE_WISE.value):
         return table_wise(rank=placement[config.name])
     if kind == ShardingType.ROW_WISE.value:
         return row_wise()
     if kind == ShardingType.TABLE_ROW_WISE.value:
-        return table_row_wise(host_index=0)
+        hosts = max(1, world_size // local_world_size)
+        return table_row_wise(host_index=sum(map(ord, config.name)) % hosts)
     if kind == ShardingType.COLUMN_WISE.value:
         return column_wise(ranks=column_ranks(config, placement, world_size))
     return data_parallel()
@@ -198,13 +249,21 @@ def table_shapes(model: nn.Module) -> dict[str, tuple[int, int]]:
     }
 
 
-def rank_bytes(plan: ShardingPlan, shapes: dict[str, tuple[int, int]], world_size: int) -> list[int]:
-    """Table and row-wise optimizer-state bytes each rank holds under `plan`."""
+def state_bytes(rows: int, columns: int, sparse_optimizer: str) -> int:
+    """Optimizer-state bytes of a shard: one float per row (row-wise Adagrad), per weight (Adagrad), none (SGD)."""
+    per_row = {"rowwise_adagrad": 1, "adagrad": columns, "sgd": 0}[sparse_optimizer]
+    return rows * per_row * FLOAT_BYTES
+
+
+def rank_bytes(
+    plan: ShardingPlan, shapes: dict[str, tuple[int, int]], world_size: int, sparse_optimizer: str = "rowwise_adagrad"
+) -> list[int]:
+    """Table and optimizer-state bytes each rank holds under `plan`."""
     totals = [0] * world_size
     for module_plan in plan.plan.values():
         for table, sharding in module_plan.items():
             for rank, rows, columns in shard_shapes(sharding, shapes[table], world_size):
-                totals[rank] += rows * columns * FLOAT_BYTES + rows * FLOAT_BYTES
+                totals[rank] += rows * columns * FLOAT_BYTES + state_bytes(rows, columns, sparse_optimizer)
     return totals
 
 
@@ -218,31 +277,35 @@ def shard_shapes(sharding: ParameterSharding, shape: tuple[int, int], world_size
 
 
 def check_rank_memory(
-    plan: ShardingPlan, shapes: dict[str, tuple[int, int]], world_size: int, rank_memory: int | None
+    plan: ShardingPlan, shapes: dict[str, tuple[int, int]], world_size: int, request: ShardingRequest
 ) -> None:
-    if rank_memory is None:
+    if request.rank_memory is None:
         return
-    totals = rank_bytes(plan, shapes, world_size)
-    over = [rank for rank, total in enumerate(totals) if total > rank_memory]
+    totals = rank_bytes(plan, shapes, world_size, request.sparse_optimizer)
+    over = [rank for rank, total in enumerate(totals) if total > request.rank_memory]
     if over:
         raise ShardingError(
-            f"the plan puts {format_bytes(max(totals))} of tables on rank {over[0]}, more than --rank-memory "
-            f"{format_bytes(rank_memory)}; raise --rank-memory, use more processes (--nproc), shard the large "
-            "tables row_wise, or compress them (a smaller table budget)"
+            f"the plan puts {format_bytes(max(totals))} of tables and optimizer state on rank {over[0]}, more than "
+            f"--rank-memory {format_bytes(request.rank_memory)}; raise --rank-memory, use more processes (--nproc), "
+            "shard the large tables row_wise, or compress them (a smaller table budget)"
         )
 
 
-def memory_advice(model: nn.Module, world_size: int, rank_memory: int | None, reason: str) -> str:
+def memory_advice(model: nn.Module, world_size: int, request: ShardingRequest, reason: str) -> str:
     """What the tables need per rank, for a planner failure."""
-    configs = [config for module in storage_collections(model).values() for config in module.embedding_bag_configs()]
-    sizes = [config.num_embeddings * (config.embedding_dim + 1) * FLOAT_BYTES for config in configs]
+    shapes = table_shapes(model)
+    sizes = [
+        rows * columns * FLOAT_BYTES + state_bytes(rows, columns, request.sparse_optimizer)
+        for rows, columns in shapes.values()
+    ]
     even = math.ceil(sum(sizes) / world_size)
-    budget = "no limit" if rank_memory is None else format_bytes(rank_memory)
+    budget = "no limit" if request.rank_memory is None else format_bytes(request.rank_memory)
     return (
         f"torchrec's planner found no plan ({reason}). The tables need {format_bytes(sum(sizes))} with optimizer "
         f"state, at least {format_bytes(even)} per rank over {world_size} ranks (the largest table alone: "
-        f"{format_bytes(max(sizes))}); --rank-memory is {budget}. Raise --rank-memory, use more processes "
-        "(--nproc), shard the large tables row_wise (--sharding row_wise), or compress them."
+        f"{format_bytes(max(sizes))}), plus the dense layers and batch buffers torchrec counts; --rank-memory is "
+        f"{budget}. Raise --rank-memory, use more processes (--nproc), shard the large tables row_wise "
+        "(--sharding row_wise), or compress them."
     )
 
 
@@ -253,7 +316,9 @@ def format_bytes(count: int) -> str:
     return f"{count} B"
 
 
-def describe_plan(plan: ShardingPlan, shapes: dict[str, tuple[int, int]], world_size: int) -> str:
+def describe_plan(
+    plan: ShardingPlan, shapes: dict[str, tuple[int, int]], world_size: int, sparse_optimizer: str = "rowwise_adagrad"
+) -> str:
     """One line per table (type and ranks), then bytes per rank: what the run prints and logs."""
     lines = []
     for path, module_plan in plan.plan.items():
@@ -262,6 +327,26 @@ def describe_plan(plan: ShardingPlan, shapes: dict[str, tuple[int, int]], world_
             lines.append(f"{path}.{table}: {sharding.sharding_type} on ranks {ranks}")
     lines += [
         f"rank {rank}: {format_bytes(total)} of tables and optimizer state"
-        for rank, total in enumerate(rank_bytes(plan, shapes, world_size))
+        for rank, total in enumerate(rank_bytes(plan, shapes, world_size, sparse_optimizer))
     ]
     return "\n".join(lines)
+
+
+def state_layouts(plan: ShardingPlan) -> dict[str, str]:
+    """Table -> the shape family of its optimizer state, which a checkpoint can only be resumed into.
+
+    Table-wise, row-wise and table-row-wise keep one state per row ("rows": resharded freely over
+    any world size); column-wise with k shards keeps k of them; data-parallel tables keep another kind.
+    """
+    layouts = {}
+    for module_plan in plan.plan.values():
+        for table, sharding in module_plan.items():
+            kind = sharding.sharding_type
+            shards = len(sharding.sharding_spec.shards) if sharding.sharding_spec is not None else 1
+            if kind == ShardingType.DATA_PARALLEL.value:
+                layouts[table] = "data_parallel"
+            elif kind == ShardingType.COLUMN_WISE.value and shards > 1:
+                layouts[table] = f"column_wise/{shards}"
+            else:
+                layouts[table] = "rows"
+    return layouts

@@ -29,12 +29,20 @@ STRATEGIES = {
     "unified": {"strategy": "unified", "compression": 10, "lookups": "cardinality", "chunk_dim": 4},
     "mixed_dim": {"strategy": "mixed_dim", "compression": 2},
     "pruned": {"strategy": "pruned", "compression": 10, "prune_start": 0.2, "prune_end": 0.6, "updates": 4},
+    "pruned_beside_a_data_parallel_table": {
+        "strategy": "pruned",
+        "compression": 10,
+        "threshold": "none",
+        "sharding": {"C1": "data_parallel"},  # a whole table on every rank beside sharded ones
+    },
 }
 SHARDINGS = ["table_wise", "row_wise", "column_wise", "table_row_wise", "data_parallel"]
-LOOSER = {("data_parallel", "pruned"): 1e-4}
-"""Data-parallel tables get all-reduced (averaged) gradients, whose rounding differs from one process's
-sums by ~1e-9; the soft threshold's gradient jumps at |v| = level, so that noise decides the side of a
-few weights and grows to ~2e-5 in predictions (with `threshold = "none"` pruned agrees within 1e-5)."""
+OPTIMIZERS = {"column_wise": "adagrad", "data_parallel": "sgd"}
+"""Row-wise Adagrad keeps one state per row of each column shard, so column-wise needs exact Adagrad
+to equal one process. Data-parallel tables train on all-reduced dense gradients whose rounding
+differs from one process's sums by ~1e-9. Adagrad's first step on a row is lr * g / rms(g), whose size
+does not depend on |g|: where a row's gradient nearly cancels, rounding decides its direction (2e-4
+in predictions here). The data-parallel path is compared with SGD, which does not amplify it."""
 
 
 def run_ranks(synthetic_cache, jobs: dict, directory: Path, processes: int = 2, timeout: int = 600) -> dict:
@@ -87,8 +95,7 @@ def differences(name: str, found: dict, expected: dict, tolerance: float = TOLER
 
 @pytest.mark.parametrize("sharding", SHARDINGS)
 def test_two_ranks_train_like_one_process(synthetic_cache, tmp_path, sharding):
-    # row-wise Adagrad keeps one state per row of each column shard: exact Adagrad makes column-wise exact
-    optimizer = "adagrad" if sharding == "column_wise" else "rowwise_adagrad"
+    optimizer = OPTIMIZERS.get(sharding, "rowwise_adagrad")
     jobs = {
         name: {"tables": tables, "sharding": sharding, "sparse_optimizer": optimizer}
         for name, tables in STRATEGIES.items()
@@ -96,8 +103,7 @@ def test_two_ranks_train_like_one_process(synthetic_cache, tmp_path, sharding):
     sharded = run_ranks(synthetic_cache, jobs, tmp_path)
     problems = []
     for name, settings in jobs.items():
-        tolerance = LOOSER.get((sharding, name), TOLERANCE)
-        problems += differences(name, sharded[name], run_job(synthetic_cache, settings), tolerance)
+        problems += differences(name, sharded[name], run_job(synthetic_cache, settings))
     assert not problems, "\n".join(problems)
 
 

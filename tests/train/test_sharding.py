@@ -12,6 +12,7 @@ from recsys.train.sharding import (
     ShardingError,
     ShardingRequest,
     column_ranks,
+    make_plan,
     plan_sharding,
     rank_bytes,
     table_shapes,
@@ -77,6 +78,29 @@ def test_a_plan_that_does_not_fit_says_what_it_needs(statistics):  # noqa: F811
         assert "--nproc" in str(error.value)
     plan = plan_sharding(lookup_of(statistics), ShardingRequest("row_wise", rank_memory=needed), 1, 1, CPU)
     assert plan_types(plan)["hashing_huge"] == "row_wise"
+
+
+def test_auto_places_whole_tables_within_a_fair_budget_and_splits_them_when_they_do_not_fit(statistics):  # noqa: F811
+    ensure_process_group()
+    full = build_lookup(spec_from_mapping({"strategy": "full"}), statistics)  # one table holds most rows
+    needed = sum(rows * (columns + 1) * 4 for rows, columns in table_shapes(full).values())
+    fair = ShardingRequest("auto", rank_memory=needed + 8 * 2**20, batch_size=512)  # room for dense parts too
+    assert set(plan_types(plan_sharding(full, fair, 1, 1, CPU)).values()) == {"table_wise"}
+    # two ranks, each with 60% of the tables' bytes: the largest table cannot sit whole on one of them
+    tight = ShardingRequest("auto", rank_memory=int(needed * 0.6), batch_size=512)
+    assert set(plan_types(make_plan(full, tight, 2, 2, CPU)).values()) == {"row_wise"}
+
+
+def test_optimizer_state_is_counted_for_the_optimizer_in_use(statistics):  # noqa: F811
+    ensure_process_group()
+    lookup = lookup_of(statistics)
+    shapes = table_shapes(lookup)
+    plan = plan_sharding(lookup, ShardingRequest("table_wise"), 1, 1, CPU)
+    weights = sum(rows * columns * 4 for rows, columns in shapes.values())
+    rows = sum(rows for rows, _ in shapes.values())
+    assert rank_bytes(plan, shapes, 1, "sgd") == [weights]
+    assert rank_bytes(plan, shapes, 1, "rowwise_adagrad") == [weights + rows * 4]
+    assert rank_bytes(plan, shapes, 1, "adagrad") == [2 * weights]
 
 
 def test_column_shards_keep_widths_fbgemm_can_hold():

@@ -76,3 +76,12 @@ def test_resume_refuses_another_table_spec(make_job, tmp_path):
         train(make_job(epochs=2, checkpoint_dir=checkpoints, resume=True))
     with pytest.raises(FileNotFoundError, match="no complete checkpoint"):
         train(make_job(epochs=2, checkpoint_dir=str(tmp_path / "empty"), resume=True))
+
+
+def test_resume_refuses_a_checkpoint_whose_optimizer_state_has_another_layout(make_job, tmp_path):
+    checkpoints = str(tmp_path / "checkpoints")
+    train(make_job(epochs=1, checkpoint_dir=checkpoints, sharding="data_parallel"))
+    with pytest.raises(ValueError, match="another layout.*was data_parallel, now rows.*--sharding"):
+        train(make_job(epochs=2, checkpoint_dir=checkpoints, resume=True, sharding="table_wise"))
+    resumed = train(make_job(epochs=2, checkpoint_dir=checkpoints, resume=True, sharding="data_parallel"))
+    assert resumed.metrics["epoch"] == 2
