@@ -59,6 +59,7 @@ def parser() -> argparse.ArgumentParser:
     commands = root.add_subparsers(dest="command", required=True)
     add_data_commands(commands)
     add_train_command(commands)
+    add_sweep_commands(commands)
     demo = commands.add_parser(
         "demo",
         help="synthetic data -> prepare -> train full and hashing -> memory-vs-AUC table",
@@ -75,6 +76,58 @@ def parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--tracking-uri", help="MLflow store (default: sqlite file mlflow.db here)")
     return root
+
+
+TRACKING_HELP = "MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite file mlflow.db here)"
+
+
+def add_sweep_commands(commands: argparse._SubParsersAction) -> None:
+    sweep = commands.add_parser(
+        "sweep",
+        help="run every configuration of an experiment file, tracked in MLflow",
+        description="Run the grid of an experiment file (models x strategies x budgets x seeds, see "
+        "experiments/) as MLflow child runs of one parent run. Finished configurations are skipped when the "
+        "sweep runs again; a failing one is recorded with its error and the sweep goes on.",
+    )
+    sweep.add_argument("experiment", type=Path, help="experiment file, e.g. experiments/criteo_synthetic.toml")
+    sweep.add_argument("--tracking-uri", help=TRACKING_HELP)
+    sweep.add_argument(
+        "--cache-dir", type=Path, default=Path(".recsys-cache"), help="where prepared data is kept (.recsys-cache)"
+    )
+    report = commands.add_parser(
+        "report",
+        help="plots and tables of a sweep: memory against AUC",
+        description="Average a sweep's finished runs over seeds and write Pareto plots (AUC and log loss "
+        "against bytes) and tables (CSV, Markdown) to experiments/results/<name>/, also logged to the "
+        "sweep's parent run.",
+    )
+    report.add_argument("experiment", help="experiment file or name, e.g. experiments/criteo_synthetic.toml")
+    report.add_argument("--tracking-uri", help=TRACKING_HELP)
+    report.add_argument(
+        "--output", type=Path, default=Path("experiments/results"), help="results root (default experiments/results)"
+    )
+
+
+def run_sweep_command(arguments: argparse.Namespace) -> None:
+    from recsys.sweep.runner import run_sweep
+
+    outcome = run_sweep(arguments.experiment, arguments.tracking_uri, arguments.cache_dir)
+    print(f"done {len(outcome.done)}, skipped {len(outcome.skipped)} (finished before), failed {len(outcome.failed)}")
+    for label, message in outcome.failed.items():
+        print(f"  failed {label}: {message.splitlines()[-1]}")
+    print(f"parent run {outcome.parent_run_id}; next: recsys report {arguments.experiment}")
+
+
+def run_report_command(arguments: argparse.Namespace) -> None:
+    from recsys.sweep.report import run_report
+    from recsys.sweep.spec import load_experiment
+
+    name = arguments.experiment
+    if name.endswith(".toml"):
+        name = load_experiment(name).name
+    directory = run_report(name, arguments.tracking_uri, arguments.output)
+    print((directory / "results.md").read_text())
+    print(f"wrote {directory}/ (results.csv, results.md, pareto_*.png), also logged to the sweep's parent run")
 
 
 def add_data_commands(commands: argparse._SubParsersAction) -> None:
@@ -275,7 +328,7 @@ def without_nproc(argv: list[str]) -> list[str]:
 
 def run_train(arguments: argparse.Namespace) -> None:
     from recsys.train.config import TrainConfig
-    from recsys.train.distributed import is_main_process
+    from recsys.train.distributed import close_process_group, is_main_process
     from recsys.workflow import train_and_track
 
     config = TrainConfig(
@@ -306,6 +359,8 @@ def run_train(arguments: argparse.Namespace) -> None:
         experiment=arguments.experiment,
         run_name=arguments.run_name,
     )
+    if "WORLD_SIZE" in os.environ:  # under torchrun: leave the group before exit (see close_process_group)
+        close_process_group()
     if is_main_process():
         for name, value in result.metrics.items():
             print(f"{name:>30}: {value:.6g}")
@@ -335,6 +390,8 @@ def main(argv: list[str] | None = None) -> int:
         ("data", "synth"): run_synth,
         ("data", "prepare"): run_prepare,
         ("train", None): run_train,
+        ("sweep", None): run_sweep_command,
+        ("report", None): run_report_command,
         ("demo", None): run_demo,
     }
     try:

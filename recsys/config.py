@@ -7,6 +7,7 @@ must be named with where it came from, so every config in recsys goes through `f
 from __future__ import annotations
 
 import dataclasses
+import json
 import tomllib
 import types
 import typing
@@ -115,3 +116,20 @@ def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[name] = value
     return flat
+
+
+def to_toml(values: Mapping[str, Any]) -> str:
+    """A flat mapping (values: strings, numbers, booleans, lists, tables of those) as TOML text."""
+    return "".join(f"{key} = {toml_value(value)}\n" for key, value in values.items())
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, Mapping):
+        return "{ " + ", ".join(f"{key} = {toml_value(item)}" for key, item in value.items()) + " }"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(toml_value(item) for item in value) + "]"
+    return repr(value)

@@ -45,6 +45,18 @@ def ensure_process_group() -> None:
         dist.init_process_group(backend=backend, store=dist.HashStore(), rank=0, world_size=1)
 
 
+def close_process_group() -> None:
+    """Leave the process group cleanly: every rank waits for the others, then the group is destroyed.
+
+    Left to interpreter exit, gloo's threads are torn down in no fixed order and a rank can abort
+    ("terminate called without an active exception") after its work is done.
+    """
+    if dist.is_initialized():
+        if dist.get_world_size() > 1:
+            dist.barrier()
+        dist.destroy_process_group()
+
+
 def is_main_process() -> bool:
     """Rank 0 (the one that talks to MLflow and prints), also before the process group exists."""
     return rank_and_world_size()[0] == 0

@@ -1,0 +1,154 @@
+"""Experiment files: what a sweep runs, checked, and expanded into configurations.
+
+An experiment file (experiments/<name>.toml) names the data, the grid and short overrides:
+
+    [data]                      synthetic_rows = 1_000_000 (and cardinality_scale, data_seed),
+                                or raw = ["file.tsv", ...] in Criteo's format, or prepared = "cache/"
+                                (paths relative to the experiment file)
+    [grid]                      models, strategies, compressions (for every strategy but full), seeds
+    [train]                     TrainConfig fields (epochs, batch_size, ...)
+    [tables.<strategy>]         extra spec keys for a strategy; [tables."<strategy>@<compression>"] for one budget
+    [models.<model>]            model config overrides
+
+Each configuration is identified by a hash of its resolved settings (`Configuration.config_hash`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from recsys.config import ConfigError, from_mapping, read_toml
+from recsys.models import MODELS
+from recsys.tables import STRATEGIES, spec_from_mapping
+from recsys.tables.spec import TableSpec
+from recsys.train.config import TrainConfig
+
+SECTIONS = ("name", "data", "grid", "train", "tables", "models")
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    synthetic_rows: int | None = None
+    cardinality_scale: float = 1.0
+    data_seed: int = 0
+    raw: tuple[str, ...] = ()
+    prepared: str | None = None
+    split: tuple[float, ...] = (0.8, 0.1, 0.1)
+
+    def __post_init__(self) -> None:
+        given = [name for name in ("synthetic_rows", "raw", "prepared") if getattr(self, name)]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of synthetic_rows, raw or prepared; got {', '.join(given) or 'none'}")
+
+
+@dataclass(frozen=True)
+class GridSpec:
+    models: tuple[str, ...] = ("dlrm",)
+    strategies: tuple[str, ...] = ("full", "hashing")
+    compressions: tuple[float, ...] = (10,)
+    seeds: tuple[int, ...] = (0,)
+
+    def __post_init__(self) -> None:
+        for kind, names, known in (("model", self.models, MODELS), ("strategy", self.strategies, STRATEGIES)):
+            unknown = [name for name in names if name.split("@")[0] not in known]
+            if unknown:
+                raise ValueError(f"unknown {kind} {', '.join(unknown)}; known: {', '.join(known)}")
+        if not self.seeds:
+            raise ValueError("give at least one seed")
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    data: DataSpec
+    grid: GridSpec
+    train: dict[str, Any] = field(default_factory=dict)
+    tables: dict[str, dict[str, Any]] = field(default_factory=dict)
+    models: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def load_experiment(path: str | Path) -> Experiment:
+    """Read and check an experiment file; every error names the file and the key."""
+    path = Path(path)
+    values = read_toml(path)
+    unknown = sorted(set(values) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(f"{path}: unknown section(s) {', '.join(unknown)}; known: {', '.join(SECTIONS)}")
+    train = dict(values.get("train", {}))
+    from_mapping(TrainConfig, train, f"{path} [train]")  # checked now, used per configuration
+    data = dict(values.get("data", {}))
+    for key in ("raw", "prepared"):  # relative to the experiment file, wherever the sweep runs from
+        if isinstance(data.get(key), list):
+            data[key] = [str(path.parent / name) for name in data[key]]
+        elif isinstance(data.get(key), str):
+            data[key] = str(path.parent / data[key])
+    return Experiment(
+        name=values.get("name", path.stem),
+        data=from_mapping(DataSpec, data, f"{path} [data]"),
+        grid=from_mapping(GridSpec, values.get("grid", {}), f"{path} [grid]"),
+        train=train,
+        tables={key: dict(value) for key, value in values.get("tables", {}).items()},
+        models={key: dict(value) for key, value in values.get("models", {}).items()},
+    )
+
+
+@dataclass(frozen=True)
+class Configuration:
+    """One run of a sweep: model, table spec and seed, with everything resolved."""
+
+    model: str
+    model_overrides: dict[str, Any]
+    spec: TableSpec
+    compression: float | None
+    seed: int
+    train: dict[str, Any]
+
+    @property
+    def train_config(self) -> TrainConfig:
+        settings = {"progress": False, **self.train, "seed": self.seed}
+        return from_mapping(TrainConfig, settings, f"configuration {self.label}")
+
+    @property
+    def label(self) -> str:
+        budget = "" if self.compression is None else f"-{self.compression:g}x"
+        return f"{self.model}/{self.spec.strategy}{budget}/seed{self.seed}"
+
+    def config_hash(self, data: DataSpec) -> str:
+        settings = {
+            "data": json.loads(json.dumps(asdict(data))),
+            "model": [self.model, self.model_overrides],
+            "tables": self.spec.to_dict(),
+            "train": {**self.train, "seed": self.seed},
+        }
+        return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def table_spec(experiment: Experiment, strategy: str, compression: float | None) -> TableSpec:
+    values: dict[str, Any] = {"strategy": strategy}
+    if compression is not None:
+        values["compression"] = compression
+    values.update(experiment.tables.get(strategy, {}))
+    if compression is not None:
+        values.update(experiment.tables.get(f"{strategy}@{compression:g}", {}))
+    return spec_from_mapping(values, where=f"experiment {experiment.name!r} tables of {strategy}")
+
+
+def configurations(experiment: Experiment) -> list[Configuration]:
+    """The grid, expanded: full once per model and seed, every other strategy at every compression."""
+    found = []
+    for model in experiment.grid.models:
+        for strategy in experiment.grid.strategies:
+            budgets = [None] if strategy == "full" else list(experiment.grid.compressions)
+            for compression in budgets:
+                spec = table_spec(experiment, strategy, compression)
+                for seed in experiment.grid.seeds:
+                    found.append(
+                        Configuration(
+                            model, dict(experiment.models.get(model, {})), spec, compression, seed, experiment.train
+                        )
+                    )
+    return found

@@ -1,0 +1,72 @@
+"""A sweep against a real MLflow store: parent and child runs, skipping what finished, recording
+what failed, and the report's tables and plots."""
+
+from __future__ import annotations
+
+import csv
+
+from mlflow.tracking import MlflowClient
+
+from recsys.sweep.report import run_report
+from recsys.sweep.runner import ERROR_TAG, HASH_TAG, PARENT_TAG, run_sweep
+
+
+def experiment_file(tmp_path, cache_path, strategies='["full", "hashing", "mixed_dim"]'):
+    path = tmp_path / "small.toml"
+    path.write_text(
+        f"""
+name = "small"
+[data]
+prepared = "{cache_path}"
+[grid]
+models = ["dlrm", "lr"]
+strategies = {strategies}
+compressions = [100]
+seeds = [0, 1]
+[train]
+batch_size = 2048
+[models.dlrm]
+bottom_mlp = [16]
+top_mlp = [16]
+"""
+    )
+    return path
+
+
+def test_sweep_records_every_configuration_and_skips_finished_ones(synthetic_cache, tmp_path):
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    path = experiment_file(tmp_path, synthetic_cache.path)
+    first = run_sweep(path, store, tmp_path / "cache")
+    # mixed_dim cannot reach 100x on this small vocabulary: it fails, recorded, and the sweep goes on
+    models, seeds = ("dlrm", "lr"), (0, 1)
+    expected = [f"{model}/{kind}/seed{seed}" for model in models for kind in ("full", "hashing-100x") for seed in seeds]
+    assert sorted(first.done) == sorted(expected)
+    assert sorted(first.failed) == [f"{model}/mixed_dim-100x/seed{seed}" for model in models for seed in seeds]
+    client = MlflowClient(store)
+    experiment = client.get_experiment_by_name("small")
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    parents = [run for run in runs if run.data.tags.get(PARENT_TAG) == "true"]
+    children = [run for run in runs if run.data.tags.get("mlflow.parentRunId") == first.parent_run_id]
+    assert len(parents) == 1 and len(children) == 12
+    failed = [run for run in children if run.info.status == "FAILED"]
+    assert len(failed) == 4 and all("mixed_dim needs at least" in run.data.tags[ERROR_TAG] for run in failed)
+    assert all(run.data.tags[HASH_TAG] for run in children)
+    second = run_sweep(path, store, tmp_path / "cache")
+    assert second.parent_run_id == first.parent_run_id
+    assert sorted(second.skipped) == sorted(first.done) and not second.done
+    assert sorted(second.failed) == sorted(first.failed)  # failures are tried again
+
+    directory = run_report("small", store, tmp_path / "results")
+    rows = list(csv.DictReader((directory / "results.csv").open()))
+    assert {(row["model"], row["strategy"], row["budget"]) for row in rows} == {
+        (model, strategy, budget) for model in models for strategy, budget in (("full", "full"), ("hashing", "100x"))
+    }
+    finished = [run for run in children if run.info.status == "FINISHED"]
+    dlrm_full = [
+        run.data.metrics["test/auc"] for run in finished if run.data.tags["configuration"].startswith("dlrm/full")
+    ]
+    row = next(row for row in rows if row["model"] == "dlrm" and row["strategy"] == "full")
+    assert float(row["auc_mean"]) == sum(dlrm_full) / 2 and row["seeds"] == "2"
+    assert (directory / "pareto_dlrm.png").stat().st_size > 10_000 and (directory / "results.md").exists()
+    artifacts = {item.path for item in client.list_artifacts(first.parent_run_id, "report")}
+    assert {"report/results.csv", "report/results.md", "report/pareto_dlrm.png", "report/pareto_lr.png"} <= artifacts
