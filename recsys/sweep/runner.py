@@ -5,9 +5,9 @@
         child "dlrm/full/seed0", "dlrm/qr-10x/seed0", ...   (tags model, strategy, compression, seed,
                                                              recsys.config_hash)
 
-Running the sweep again reuses the parent and skips every configuration whose hash has a FINISHED
-child. A configuration that fails is recorded (status FAILED, tag `recsys.error`) and the sweep goes
-on; the next run of the sweep tries it again.
+Running the sweep again reuses the parent, marks KILLED the children an interrupted run left
+RUNNING, and skips every configuration whose hash has a FINISHED child. A configuration that fails
+is recorded (status FAILED, tag `recsys.error`) and the sweep goes on; the next run tries it again.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ def run_sweep(path: str | Path, tracking_uri: str | None = None, cache_root: Pat
     client, experiment_id = connect(uri, experiment.name)
     cache = prepared_cache(experiment.data, cache_root)
     parent = parent_run(client, experiment_id, experiment, Path(path))
+    close_interrupted(client, experiment_id, parent)
     finished = finished_hashes(client, experiment_id, parent)
     outcome = SweepOutcome(parent)
     with tqdm(total=len(planned), unit="run", desc=f"sweep {experiment.name}") as bar:
@@ -130,6 +131,17 @@ def parent_run(client, experiment_id: str, experiment: Experiment, path: Path) -
     run_id = client.create_run(experiment_id, run_name=experiment.name, tags={PARENT_TAG: "true"}).info.run_id
     client.log_text(run_id, path.read_text(), f"experiment/{path.name}")
     return run_id
+
+
+def close_interrupted(client, experiment_id: str, parent: str) -> None:
+    """Mark KILLED the children an earlier, interrupted run of this sweep left RUNNING (they run again)."""
+    runs = client.search_runs(
+        [experiment_id],
+        f"tags.`mlflow.parentRunId` = '{parent}' and attributes.status = 'RUNNING'",
+        max_results=50_000,
+    )
+    for run in runs:
+        client.set_terminated(run.info.run_id, status="KILLED")
 
 
 def finished_hashes(client, experiment_id: str, parent: str) -> set[str]:

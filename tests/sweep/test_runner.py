@@ -51,7 +51,11 @@ def test_sweep_records_every_configuration_and_skips_finished_ones(synthetic_cac
     failed = [run for run in children if run.info.status == "FAILED"]
     assert len(failed) == 4 and all("mixed_dim needs at least" in run.data.tags[ERROR_TAG] for run in failed)
     assert all(run.data.tags[HASH_TAG] for run in children)
+    interrupted = client.create_run(
+        experiment.experiment_id, tags={"mlflow.parentRunId": first.parent_run_id, HASH_TAG: "gone"}
+    ).info.run_id  # as a sweep killed mid-run leaves its child
     second = run_sweep(path, store, tmp_path / "cache")
+    assert client.get_run(interrupted).info.status == "KILLED"
     assert second.parent_run_id == first.parent_run_id
     assert sorted(second.skipped) == sorted(first.done) and not second.done
     assert sorted(second.failed) == sorted(first.failed)  # failures are tried again
