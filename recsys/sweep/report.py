@@ -17,7 +17,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from recsys.sweep.runner import PARENT_TAG
+from recsys.sweep.runner import PARENT_TAG, child_runs
 from recsys.tracking import connect, resolve_tracking_uri
 
 DEFAULT_OUTPUT = Path("experiments/results")
@@ -45,11 +45,7 @@ def mean_and_spread(values: list[float]) -> tuple[float, float]:
 
 def collect(client, experiment_id: str, parent: str) -> list[dict]:
     """Tags and metrics of the sweep's finished child runs."""
-    runs = client.search_runs(
-        [experiment_id],
-        f"tags.`mlflow.parentRunId` = '{parent}' and attributes.status = 'FINISHED'",
-        max_results=50_000,
-    )
+    runs = child_runs(client, experiment_id, parent, "FINISHED")
     return [
         {
             "model": run.data.tags.get("model", ""),

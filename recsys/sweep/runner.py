@@ -135,19 +135,18 @@ def parent_run(client, experiment_id: str, experiment: Experiment, path: Path) -
 
 def close_interrupted(client, experiment_id: str, parent: str) -> None:
     """Mark KILLED the children an earlier, interrupted run of this sweep left RUNNING (they run again)."""
-    runs = client.search_runs(
-        [experiment_id],
-        f"tags.`mlflow.parentRunId` = '{parent}' and attributes.status = 'RUNNING'",
-        max_results=50_000,
-    )
-    for run in runs:
+    for run in child_runs(client, experiment_id, parent, "RUNNING"):
         client.set_terminated(run.info.run_id, status="KILLED")
 
 
 def finished_hashes(client, experiment_id: str, parent: str) -> set[str]:
-    runs = client.search_runs(
+    return {run.data.tags.get(HASH_TAG) for run in child_runs(client, experiment_id, parent, "FINISHED")}
+
+
+def child_runs(client, experiment_id: str, parent: str, status: str) -> list:
+    """The sweep's child runs of one status (FINISHED, RUNNING, FAILED, KILLED)."""
+    return client.search_runs(
         [experiment_id],
-        f"tags.`mlflow.parentRunId` = '{parent}' and attributes.status = 'FINISHED'",
+        f"tags.`mlflow.parentRunId` = '{parent}' and attributes.status = '{status}'",
         max_results=50_000,
     )
-    return {run.data.tags.get(HASH_TAG) for run in runs}

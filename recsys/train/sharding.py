@@ -75,9 +75,14 @@ def storage_collections(model: nn.Module) -> dict[str, EmbeddingBagCollection]:
     return {path: module for path, module in model.named_modules() if isinstance(module, EmbeddingBagCollection)}
 
 
+def storage_configs(model: nn.Module) -> list[EmbeddingBagConfig]:
+    """Every storage table's config, across all EmbeddingBagCollections of the model."""
+    return [config for module in storage_collections(model).values() for config in module.embedding_bag_configs()]
+
+
 def table_types(model: nn.Module, request: ShardingRequest) -> dict[str, str]:
     """Table name -> its sharding type ("auto" where the planner decides), overrides applied."""
-    configs = [config for module in storage_collections(model).values() for config in module.embedding_bag_configs()]
+    configs = storage_configs(model)
     types = {config.name: request.default for config in configs}
     for key, kind in request.overrides.items():
         matched = [config.name for config in configs if key == config.name or key in base_features(config)]
@@ -207,7 +212,7 @@ def explicit_plan(
 
 def balanced_ranks(model: nn.Module, types: dict[str, str], world_size: int) -> dict[str, int]:
     """Rank of each table-wise table: largest first onto the least loaded rank."""
-    configs = [config for module in storage_collections(model).values() for config in module.embedding_bag_configs()]
+    configs = storage_configs(model)
     whole = [config for config in configs if types[config.name] in ("auto", ShardingType.TABLE_WISE.value)]
     load = [0] * world_size
     placement = {}
@@ -242,11 +247,7 @@ def column_ranks(config: EmbeddingBagConfig, placement: dict[str, int], world_si
 
 def table_shapes(model: nn.Module) -> dict[str, tuple[int, int]]:
     """Table name -> (rows, columns) of every storage table."""
-    return {
-        config.name: (config.num_embeddings, config.embedding_dim)
-        for module in storage_collections(model).values()
-        for config in module.embedding_bag_configs()
-    }
+    return {config.name: (config.num_embeddings, config.embedding_dim) for config in storage_configs(model)}
 
 
 def state_bytes(rows: int, columns: int, sparse_optimizer: str) -> int:
