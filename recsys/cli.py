@@ -131,6 +131,8 @@ def run_report_command(arguments: argparse.Namespace) -> None:
 
 
 def add_data_commands(commands: argparse._SubParsersAction) -> None:
+    from recsys.data.formats import FORMATS
+
     data = commands.add_parser("data", help="make and prepare click-log data").add_subparsers(
         dest="data_command", required=True
     )
@@ -152,12 +154,17 @@ def add_data_commands(commands: argparse._SubParsersAction) -> None:
     synth.add_argument("--seed", type=int, default=0, help="seed of the planted model and the rows (default 0)")
     prepare = data.add_parser(
         "prepare",
-        help="raw Criteo files -> prepared columnar cache with feature statistics",
-        description="Stream raw Criteo Kaggle/Terabyte files (plain or .gz, in the order given) into a "
-        "prepared parquet cache, split by row order into train/val/test, with id frequencies of the "
-        "training split. Malformed rows stop the run with file and line, unless --skip-bad-rows.",
+        help="raw click logs (Criteo, Avazu, Frappe, MovieLens) -> prepared columnar cache with feature statistics",
+        description="Stream raw files (plain or .gz, in the order given) into a prepared parquet cache, "
+        "split by row order into train/val/test, with id frequencies of the training split. Malformed "
+        "rows stop the run with file and line, unless --skip-bad-rows. Formats: "
+        + "; ".join(f"{name}: {raw_format.inputs}" for name, raw_format in FORMATS.items())
+        + ".",
     )
     prepare.add_argument("inputs", type=Path, nargs="+", help="raw files, in chronological order")
+    prepare.add_argument(
+        "--format", choices=list(FORMATS), default="criteo", help="the raw format of the inputs (default criteo)"
+    )
     prepare.add_argument("-o", "--output", type=Path, required=True, help="cache directory to create")
     prepare.add_argument(
         "--split",
@@ -263,9 +270,10 @@ def run_prepare(arguments: argparse.Namespace) -> None:
         skip_bad_rows=arguments.skip_bad_rows,
         overwrite=arguments.overwrite,
         block_bytes=arguments.block_mb << 20,
+        format=arguments.format,
     )
-    compressed = any(path.suffix == ".gz" for path in arguments.inputs)
-    total_bytes = None if compressed else sum(path.stat().st_size for path in arguments.inputs if path.is_file())
+    unknown_size = any(path.suffix == ".gz" or path.is_dir() for path in arguments.inputs)
+    total_bytes = None if unknown_size else sum(path.stat().st_size for path in arguments.inputs if path.is_file())
     with tqdm(total=total_bytes, unit="B", unit_scale=True, desc="prepare (uncompressed bytes)") as bar:
         rows = 0
 

@@ -36,3 +36,41 @@ def synthetic_file(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def synthetic_cache(synthetic_file, tmp_path_factory) -> PreparedCache:
     return prepare([synthetic_file], tmp_path_factory.mktemp("cache") / "cache", PrepareOptions())
+
+
+def write_movielens_like(
+    directory: Path, seed: int = 5, users: int = 120, movies: int = 80, ratings: int = 6000
+) -> Path:
+    """A MovieLens-layout directory with a planted signal: everyone likes Genre0, each user one more genre.
+
+    A rating is high (>= 4) with probability 0.9 when the movie has a genre its user likes, 0.1
+    otherwise, so a model must read the genre bag (and, to do best, the user) to rank well.
+    """
+    import numpy as np
+
+    generator = np.random.default_rng(seed)
+    genres = [f"Genre{index}" for index in range(8)]
+    movie_genres = [generator.choice(8, size=generator.integers(1, 4), replace=False) for _ in range(movies)]
+    liked = [{0, int(generator.integers(1, 8))} for _ in range(users)]
+    directory.mkdir(parents=True)
+    movie_lines = ["movieId,title,genres"] + [
+        f"{movie},Film {movie} ({1950 + movie % 60}),{'|'.join(genres[index] for index in chosen)}"
+        for movie, chosen in enumerate(movie_genres)
+    ]
+    (directory / "movies.csv").write_text("\n".join(movie_lines) + "\n")
+    rating_lines = ["userId,movieId,rating,timestamp"]
+    for timestamp in range(ratings):
+        user, movie = int(generator.integers(users)), int(generator.integers(movies))
+        likes = bool(liked[user] & set(movie_genres[movie].tolist()))
+        high = generator.random() < (0.9 if likes else 0.1)
+        rating_lines.append(f"{user},{movie},{4.5 if high else 2.0},{timestamp}")
+    (directory / "ratings.csv").write_text("\n".join(rating_lines) + "\n")
+    return directory
+
+
+@pytest.fixture(scope="session")
+def bag_cache(tmp_path_factory) -> PreparedCache:
+    """A prepared MovieLens-like cache: no dense features, a genre bag per row (see write_movielens_like)."""
+    root = tmp_path_factory.mktemp("movielens_like")
+    directory = write_movielens_like(root / "raw")
+    return prepare([directory], root / "cache", PrepareOptions(format="movielens"))

@@ -6,6 +6,8 @@ A batch of B rows with categorical features C1..C26 becomes one KeyedJaggedTenso
     values   c1[0..B)    c2[0..B)    ...  c26[0..B)     (one id per row and feature)
     lengths  1 ... 1     1 ... 1     ...  1 ... 1       (B * 26 ones)
 
+A bag feature (a list column, such as MovieLens genres) gives each row as many ids as its list holds.
+
 The loader reads the cache in blocks of rows (bounded memory), shuffles within a block and the
 order of blocks when asked, seeded per epoch, so a run is reproducible.
 """
@@ -16,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
+import polars as pl
 import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
@@ -51,17 +54,76 @@ class Batch:
         return Batch(self.dense.to(device), self.sparse.to(device), self.labels.to(device), weights, self.global_rows)
 
 
-def make_batch(dense: np.ndarray, sparse: np.ndarray, labels: np.ndarray, keys: list[str]) -> Batch:
-    """Build a Batch from row-major arrays: dense [B, D], sparse ids [B, F], labels [B]."""
-    rows, features = sparse.shape
+@dataclass
+class SparseBlock:
+    """The ids of a block of rows: a column per scalar feature in `ids`, and (offsets, values) per bag."""
+
+    keys: list[str]
+    ids: np.ndarray
+    """[rows, features] int64; a bag feature's column is unused."""
+    bags: dict[int, tuple[np.ndarray, np.ndarray]]
+    """feature index -> (offsets [rows + 1], all ids of the bags in row order)."""
+
+    @classmethod
+    def from_frame(cls, frame: pl.DataFrame, keys: list[str]) -> SparseBlock:
+        bags = {}
+        scalar = []
+        for index, key in enumerate(keys):
+            column = frame[key]
+            if isinstance(column.dtype, pl.List):
+                lengths = column.list.len().fill_null(0).to_numpy()
+                offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+                bags[index] = (offsets, column.explode().drop_nulls().to_numpy().astype(np.int64))
+                column = pl.Series(key, np.zeros(len(frame), dtype=np.int64))
+            scalar.append(column)
+        ids = pl.DataFrame(scalar).to_numpy() if keys else np.zeros((len(frame), 0), dtype=np.int64)
+        return cls(keys, ids, bags)
+
+    def take(self, index: np.ndarray) -> KeyedJaggedTensor:
+        """The rows `index` as one KeyedJaggedTensor, feature-major."""
+        rows, features = len(index), len(self.keys)
+        if not self.bags:
+            values = np.ascontiguousarray(self.ids[index].T, dtype=np.int64).reshape(-1)
+            return KeyedJaggedTensor(
+                keys=self.keys, values=torch.from_numpy(values), lengths=torch.ones(rows * features, dtype=torch.int32)
+            )
+        values, lengths = [], []
+        for feature in range(features):
+            if feature in self.bags:
+                feature_values, feature_lengths = bag_rows(*self.bags[feature], index)
+            else:
+                feature_values, feature_lengths = self.ids[index, feature], np.ones(rows, dtype=np.int64)
+            values.append(feature_values)
+            lengths.append(feature_lengths)
+        return KeyedJaggedTensor(
+            keys=self.keys,
+            values=torch.from_numpy(np.concatenate(values).astype(np.int64)),
+            lengths=torch.from_numpy(np.concatenate(lengths).astype(np.int32)),
+        )
+
+
+def bag_rows(offsets: np.ndarray, values: np.ndarray, index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The ids and lengths of the bags of rows `index`, in that order."""
+    starts = offsets[index]
+    lengths = offsets[index + 1] - starts
+    first_of_each = np.cumsum(lengths) - lengths
+    positions = np.repeat(starts - first_of_each, lengths) + np.arange(int(lengths.sum()))
+    return values[positions], lengths
+
+
+def dense_matrix(block: pl.DataFrame, features: list[str]) -> np.ndarray:
+    """[rows, D] float32 (D may be 0: Avazu, Frappe and MovieLens have no dense features)."""
+    if not features:
+        return np.zeros((len(block), 0), dtype=np.float32)
+    return block.select(features).to_numpy().astype(np.float32, copy=False)
+
+
+def make_batch(dense: np.ndarray, sparse: SparseBlock, labels: np.ndarray, index: np.ndarray) -> Batch:
+    """The rows `index` of a block as a Batch: dense [B, D], ids as a KeyedJaggedTensor, labels [B]."""
     return Batch(
-        dense=torch.from_numpy(np.ascontiguousarray(dense, dtype=np.float32)),
-        sparse=KeyedJaggedTensor(
-            keys=keys,
-            values=torch.from_numpy(np.ascontiguousarray(sparse.T, dtype=np.int64).reshape(-1)),
-            lengths=torch.ones(rows * features, dtype=torch.int32),
-        ),
-        labels=torch.from_numpy(np.ascontiguousarray(labels, dtype=np.float32)),
+        dense=torch.from_numpy(np.ascontiguousarray(dense[index], dtype=np.float32)),
+        sparse=sparse.take(index),
+        labels=torch.from_numpy(np.ascontiguousarray(labels[index], dtype=np.float32)),
     )
 
 
@@ -111,18 +173,18 @@ class BatchLoader:
         rows = self.cache.scan(self.split)
         for start in starts:
             block = rows.slice(int(start), self.block_rows).collect()
-            dense = block.select(self.dense_features).to_numpy()
-            sparse = block.select(self.sparse_features).to_numpy()
+            dense = dense_matrix(block, self.dense_features)
+            sparse = SparseBlock.from_frame(block, self.sparse_features)
             labels = block[self.label].to_numpy()
             order = generator.permutation(len(block)) if self.shuffle else np.arange(len(block))
             for begin in range(0, len(block), self.batch_size):
                 index = order[begin : begin + self.batch_size]
                 if self.world_size == 1:
-                    yield make_batch(dense[index], sparse[index], labels[index], self.sparse_features)
+                    yield make_batch(dense, sparse, labels, index)
                 else:
                     yield self.part(index, dense, sparse, labels)
 
-    def part(self, index: np.ndarray, dense: np.ndarray, sparse: np.ndarray, labels: np.ndarray) -> Batch:
+    def part(self, index: np.ndarray, dense: np.ndarray, sparse: SparseBlock, labels: np.ndarray) -> Batch:
         """This rank's rows of a global batch: consecutive slices of equal length, padded at the end.
 
         Padding repeats the global batch's first row with weight 0, so no rank is ever empty.
@@ -131,7 +193,7 @@ class BatchLoader:
         mine = index[self.rank * size : (self.rank + 1) * size]
         real = len(mine)
         mine = np.concatenate([mine, np.full(size - real, index[0], dtype=index.dtype)])
-        batch = make_batch(dense[mine], sparse[mine], labels[mine], self.sparse_features)
+        batch = make_batch(dense, sparse, labels, mine)
         batch.weights = (torch.arange(size) < real).to(torch.float32)
         batch.global_rows = len(index)
         return batch

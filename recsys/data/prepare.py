@@ -19,8 +19,8 @@ import polars as pl
 from recsys import __version__
 from recsys.data.bad_rows import BadRowTally
 from recsys.data.cache import FORMAT_VERSION, META_FILE, PARTS_DIRECTORY, SPLITS, PreparedCache
-from recsys.data.criteo import read_criteo
-from recsys.data.schema import CRITEO, MISSING_ID
+from recsys.data.formats import DatasetFormat, dataset_format
+from recsys.data.schema import MISSING_ID
 from recsys.data.stats import FREQUENCY_DIRECTORY, write_statistics
 
 
@@ -32,6 +32,8 @@ class PrepareOptions:
     skip_bad_rows: bool = False
     overwrite: bool = False
     block_bytes: int = 32 << 20
+    format: str = "criteo"
+    """The raw format, a name in `recsys.data.formats.FORMATS`."""
 
     def __post_init__(self) -> None:
         if len(self.split) != 3 or any(fraction < 0 for fraction in self.split):
@@ -40,6 +42,7 @@ class PrepareOptions:
             raise ValueError(f"split fractions must add up to 1, got {self.split} (sum {sum(self.split)})")
         if self.split[0] <= 0:
             raise ValueError(f"the training split needs a positive fraction, got {self.split}")
+        dataset_format(self.format)
         if self.block_bytes < 1 << 20:
             raise ValueError(f"blocks must be at least 1 MB, got {self.block_bytes:,} bytes")
 
@@ -55,8 +58,8 @@ def check_inputs(paths: list[Path]) -> None:
     if not paths:
         raise ValueError("no input files given")
     for path in paths:
-        if not path.is_file():
-            raise FileNotFoundError(f"input file {path} does not exist")
+        if not path.exists():
+            raise FileNotFoundError(f"input {path} does not exist")
 
 
 def check_output(output: Path, overwrite: bool) -> None:
@@ -78,12 +81,14 @@ def prepare(
     """Prepare `paths` (in order) into the cache at `output`; `on_block(rows, bytes)` reports progress."""
     check_inputs(paths)
     check_output(output, options.overwrite)
+    raw_format = dataset_format(options.format)
+    schema = raw_format.schema(paths)
     partial = output.with_name(output.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     try:
         started = time.perf_counter()
         tally = BadRowTally(skip=options.skip_bad_rows)
-        total = write_parts(paths, partial / PARTS_DIRECTORY, tally, options.block_bytes, on_block)
+        total = write_parts(raw_format, paths, partial / PARTS_DIRECTORY, tally, options.block_bytes, on_block)
         if total == 0:
             raise ValueError(f"no valid rows in {', '.join(map(str, paths))}")
         splits = split_rows(total, options.split)
@@ -91,16 +96,17 @@ def prepare(
             raise ValueError(f"{total} rows leave the training split empty; give more rows or a larger train fraction")
         parts = sorted((partial / PARTS_DIRECTORY).glob("part-*.parquet"))
         train_rows = pl.scan_parquet(parts).head(splits["train"])
-        cardinalities = write_statistics(train_rows, list(CRITEO.sparse_features), partial / FREQUENCY_DIRECTORY)
+        cardinalities = write_statistics(train_rows, list(schema.sparse_features), partial / FREQUENCY_DIRECTORY)
         meta = {
             "format_version": FORMAT_VERSION,
-            "name": CRITEO.name,
-            "schema": CRITEO.to_dict(),
+            "name": schema.name,
+            "format": options.format,
+            "schema": schema.to_dict(),
             "splits": splits,
             "split_fractions": list(options.split),
             "cardinalities": cardinalities,
             "missing_id": MISSING_ID,
-            "dense_transform": "log1p(max(x, 0)), missing -> 0",
+            "dense_transform": "log1p(max(x, 0)), missing -> 0" if schema.dense_features else None,
             "sources": [{"path": str(path.resolve()), "bytes": path.stat().st_size} for path in paths],
             "bad_rows": tally.to_dict(),
             "seconds": round(time.perf_counter() - started, 3),
@@ -116,6 +122,7 @@ def prepare(
 
 
 def write_parts(
+    raw_format: DatasetFormat,
     paths: list[Path],
     directory: Path,
     tally: BadRowTally,
@@ -125,7 +132,7 @@ def write_parts(
     """Write one parquet part per non-empty block; return the number of rows written."""
     directory.mkdir(parents=True)
     total = 0
-    for index, (frame, raw_bytes) in enumerate(read_criteo(paths, tally, block_bytes)):
+    for index, (frame, raw_bytes) in enumerate(raw_format.read(paths, tally, block_bytes)):
         if len(frame):
             frame.write_parquet(directory / f"part-{index:06d}.parquet", statistics=False, compression="lz4")
             total += len(frame)

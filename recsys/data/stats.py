@@ -56,9 +56,12 @@ class FeatureStatistics:
 
 
 def count_ids(rows: pl.LazyFrame, feature: str) -> pl.DataFrame:
-    """Id frequencies of one feature, most frequent first."""
+    """Id frequencies of one feature (every id of a bag counts), most frequent first."""
+    ids = pl.col(feature)
+    if isinstance(rows.collect_schema()[feature], pl.List):
+        rows = rows.select(ids.explode())
     return (
-        rows.group_by(pl.col(feature).alias("id"))
+        rows.group_by(ids.alias("id"))
         .agg(pl.len().cast(pl.Int64).alias("count"))
         .sort(["count", "id"], descending=[True, False])
         .collect()

@@ -1,7 +1,7 @@
 """The prepared cache an experiment trains on, made once and reused while its settings stay the same.
 
 [data] synthetic_rows = N   ->  synthetic Criteo-like rows, prepared    (<root>/<settings hash>/)
-[data] raw = [files]        ->  those Criteo-format files, prepared     (<root>/<settings hash>/)
+[data] raw = [files]        ->  those raw files (of `format`), prepared (<root>/<settings hash>/)
 [data] prepared = "dir"     ->  that cache, as it is
 """
 
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict
 from pathlib import Path
 
 from tqdm import tqdm
@@ -24,16 +23,17 @@ DEFAULT_ROOT = Path(".recsys-cache")
 
 def settings_key(data: DataSpec) -> str:
     """What the cache depends on: the data settings, the raw files' sizes and times, the generator."""
-    settings = {**asdict(data), "generator_version": GENERATOR_VERSION}
+    settings = {**data.identity(), "generator_version": GENERATOR_VERSION}
     settings["raw_files"] = [[str(Path(name).resolve()), *file_stamp(Path(name))] for name in data.raw]
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def file_stamp(path: Path) -> tuple[int, int]:
+def file_stamp(path: Path) -> list[int]:
+    """Size and modification time of a raw file, or of every file in a raw directory (MovieLens)."""
     if not path.exists():
         raise FileNotFoundError(f"[data] raw file {path} does not exist")
-    status = path.stat()
-    return status.st_size, status.st_mtime_ns
+    files = sorted(item for item in path.iterdir() if item.is_file()) if path.is_dir() else [path]
+    return [value for item in files for value in (item.stat().st_size, item.stat().st_mtime_ns)]
 
 
 def prepared_cache(data: DataSpec, root: Path = DEFAULT_ROOT) -> PreparedCache:
@@ -44,7 +44,7 @@ def prepared_cache(data: DataSpec, root: Path = DEFAULT_ROOT) -> PreparedCache:
     if (target / "meta.json").exists():
         return PreparedCache.open(target)
     root.mkdir(parents=True, exist_ok=True)
-    options = PrepareOptions(split=tuple(data.split), overwrite=True)
+    options = PrepareOptions(split=tuple(data.split), overwrite=True, format=data.format)
     if data.raw:
         return prepare([Path(name) for name in data.raw], target, options)
     raw = root / f"{target.name}.synthetic.tsv"

@@ -3,7 +3,8 @@
 An experiment file (experiments/<name>.toml) names the data, the grid and short overrides:
 
     [data]                      synthetic_rows = 1_000_000 (and cardinality_scale, data_seed),
-                                or raw = ["file.tsv", ...] in Criteo's format, or prepared = "cache/"
+                                or raw = ["file.tsv", ...] with format = "criteo" (the default), "avazu",
+                                "frappe" or "movielens" (a directory), or prepared = "cache/"
                                 (paths relative to the experiment file)
     [grid]                      models, strategies, compressions (for every strategy but full), seeds
     [train]                     TrainConfig fields (epochs, batch_size, ...)
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from recsys.config import ConfigError, from_mapping, read_toml
+from recsys.data.formats import FORMATS
 from recsys.models import MODELS
 from recsys.tables import STRATEGIES, spec_from_mapping
 from recsys.tables.spec import TableSpec
@@ -36,6 +38,8 @@ class DataSpec:
     cardinality_scale: float = 1.0
     data_seed: int = 0
     raw: tuple[str, ...] = ()
+    format: str = "criteo"
+    """The format of the `raw` files: a name in `recsys.data.formats.FORMATS`."""
     prepared: str | None = None
     split: tuple[float, ...] = (0.8, 0.1, 0.1)
 
@@ -43,6 +47,17 @@ class DataSpec:
         given = [name for name in ("synthetic_rows", "raw", "prepared") if getattr(self, name)]
         if len(given) != 1:
             raise ValueError(f"give exactly one of synthetic_rows, raw or prepared; got {', '.join(given) or 'none'}")
+        if self.format not in FORMATS:
+            raise ValueError(f"unknown format {self.format!r}; known formats: {', '.join(FORMATS)}")
+        if self.format != "criteo" and not self.raw:
+            raise ValueError(f"format = {self.format!r} describes raw files; give them as raw = [...]")
+
+    def identity(self) -> dict[str, Any]:
+        """The settings that define the data (Criteo, the first format, is left implicit: older hashes hold)."""
+        settings = json.loads(json.dumps(asdict(self)))
+        if settings["format"] == "criteo":
+            del settings["format"]
+        return settings
 
 
 @dataclass(frozen=True)
@@ -119,7 +134,7 @@ class Configuration:
 
     def config_hash(self, data: DataSpec) -> str:
         settings = {
-            "data": json.loads(json.dumps(asdict(data))),
+            "data": data.identity(),
             "model": [self.model, self.model_overrides],
             "tables": self.spec.to_dict(),
             "train": {**self.train, "seed": self.seed},

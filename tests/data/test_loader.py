@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from recsys.data.loader import BatchLoader
 
@@ -42,3 +43,35 @@ def test_shuffle_is_a_permutation_seeded_per_epoch(synthetic_cache):
     assert not np.array_equal(first, ordered)
     for rows in (first, second):
         np.testing.assert_array_equal(np.sort(rows, axis=0), np.sort(ordered, axis=0))
+
+
+def bag_batches(loader: BatchLoader) -> list[tuple[np.ndarray, list[list[int]]]]:
+    """(labels, the genre bags) of every batch, read back from the KJT."""
+    found = []
+    for batch in loader:
+        assert batch.dense.shape == (len(batch), 0)
+        genres = batch.sparse.to_dict()["genres"]
+        assert (batch.sparse.to_dict()["userId"].lengths() == 1).all()
+        bags = [bag.tolist() for bag in torch.split(genres.values(), genres.lengths().tolist())]
+        found.append((batch.labels.numpy(), bags))
+    return found
+
+
+def test_bag_features_give_each_row_its_whole_list(bag_cache):
+    frame = bag_cache.scan("val").collect()
+    batches = bag_batches(BatchLoader(bag_cache, "val", batch_size=97))
+    assert [bag for _, bags in batches for bag in bags] == frame["genres"].to_list()
+    assert max(len(bag) for bag in frame["genres"].to_list()) > 1
+    np.testing.assert_array_equal(np.concatenate([labels for labels, _ in batches]), frame["label"].to_numpy())
+
+
+def test_bag_features_split_over_ranks_in_order(bag_cache):
+    frame = bag_cache.scan("val").collect()
+    ranks = [bag_batches(BatchLoader(bag_cache, "val", batch_size=97, rank=rank, world_size=2)) for rank in (0, 1)]
+    rows = []
+    for first, second in zip(*ranks):
+        size = -(-(len(first[1]) + len(second[1])) // 2)
+        real = min(97, len(frame) - len(rows))
+        rows.extend((first[1] + second[1])[:real])
+        assert len(first[1]) == len(second[1]) == size
+    assert rows == frame["genres"].to_list()

@@ -10,6 +10,9 @@ import torch
 from recsys.models import MODELS
 from recsys.models.dcnv2 import CrossLayer, DCNv2Config
 from recsys.models.layers import FactorizationMachine
+from recsys.tables import STRATEGIES, spec_from_mapping
+from recsys.train.config import TrainConfig
+from recsys.train.job import Job
 from recsys.train.loop import train
 
 
@@ -44,3 +47,17 @@ def test_every_model_learns_the_planted_signal(make_job, name):
     job = dataclasses.replace(job, model=name, model_overrides=SMALL.get(name, {}))
     result = train(job)
     assert result.metrics["test/auc"] > 0.65, result.metrics
+
+
+BUDGETS = {"full": {}, "mixed_dim": {"base_dim": 4}}
+
+
+@pytest.mark.parametrize("strategy", sorted(STRATEGIES))
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_model_and_strategy_learns_from_bags_without_dense_features(bag_cache, name, strategy):
+    """MovieLens-like data: no dense features, a genre bag per row; the planted user x genre signal is learnable."""
+    tables = {"strategy": strategy, "embedding_dim": 8, **BUDGETS.get(strategy, {"compression": 2})}
+    config = TrainConfig(epochs=3, batch_size=128, progress=False)
+    job = Job(bag_cache, spec_from_mapping(tables), name, config, model_overrides=SMALL.get(name, {}))
+    result = train(job)
+    assert result.metrics["test/auc"] > 0.6, result.metrics

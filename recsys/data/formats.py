@@ -1,0 +1,61 @@
+"""Raw dataset formats by name: what `recsys data prepare --format` and experiment files accept.
+
+Every format reads its raw files into the same prepared schema (label, float32 dense, int64 ids,
+or a list of ids for a bag feature such as MovieLens genres) under the same bad-row policy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from recsys.data.avazu import AVAZU_FORMAT
+from recsys.data.bad_rows import BadRowTally
+from recsys.data.criteo import CRITEO_FORMAT
+from recsys.data.frappe import FRAPPE_FORMAT
+from recsys.data.movielens import layout, movielens_directory, movielens_schema, read_movielens
+from recsys.data.schema import DatasetSchema
+from recsys.data.text import TextFormat
+
+Reader = Callable[[list[Path], BadRowTally, int], Iterator[tuple[pl.DataFrame, int]]]
+
+
+@dataclass(frozen=True)
+class DatasetFormat:
+    """A raw format: its reader, the schema it produces for given inputs, and what the inputs are."""
+
+    name: str
+    inputs: str
+    read: Reader
+    schema: Callable[[list[Path]], DatasetSchema]
+
+
+def text_format(text: TextFormat, inputs: str) -> DatasetFormat:
+    return DatasetFormat(text.name, inputs, text.read, lambda _: text.schema)
+
+
+def movielens_inputs_schema(paths: list[Path]) -> DatasetSchema:
+    _, _, users = layout(movielens_directory(paths))
+    return movielens_schema(with_users=users is not None)
+
+
+FORMATS: dict[str, DatasetFormat] = {
+    "criteo": text_format(CRITEO_FORMAT, "Criteo TSV files (plain or .gz): label, I1..I13, C1..C26"),
+    "avazu": text_format(AVAZU_FORMAT, "Avazu CSV files, with or without the header line"),
+    "frappe": text_format(FRAPPE_FORMAT, "libFM files of Frappe's 10 fields (label 1/-1)"),
+    "movielens": DatasetFormat(
+        "movielens",
+        "one MovieLens directory (ratings.csv + movies.csv, or 1M's ratings/movies/users.dat)",
+        read_movielens,
+        movielens_inputs_schema,
+    ),
+}
+
+
+def dataset_format(name: str) -> DatasetFormat:
+    if name not in FORMATS:
+        raise ValueError(f"unknown dataset format {name!r}; known formats: {', '.join(FORMATS)}")
+    return FORMATS[name]
