@@ -198,7 +198,14 @@ def add_train_command(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--data", type=Path, required=True, help="prepared cache directory (from `recsys data prepare`)")
     train.add_argument("--tables", type=Path, required=True, help="table spec, e.g. tables/hashing-10x.toml")
     train.add_argument("--model", default="dlrm", help="model name (default dlrm)")
-    train.add_argument("--epochs", type=int, default=1)
+    train.add_argument("--epochs", type=int, default=1, help="most epochs to train (default 1)")
+    train.add_argument(
+        "--patience",
+        type=int,
+        default=None,
+        help="stop after this many epochs without a better validation AUC and test the best epoch's weights "
+        "(default: train every epoch, test the last)",
+    )
     train.add_argument("--batch-size", type=int, default=4096)
     train.add_argument("--dense-optimizer", choices=["adam", "adagrad"], default="adam")
     train.add_argument("--dense-lr", type=float, default=1e-3, help="learning rate of the dense layers (default 1e-3)")
@@ -341,6 +348,7 @@ def run_train(arguments: argparse.Namespace) -> None:
 
     config = TrainConfig(
         epochs=arguments.epochs,
+        patience=arguments.patience,
         batch_size=arguments.batch_size,
         dense_optimizer=arguments.dense_optimizer,
         dense_learning_rate=arguments.dense_lr,

@@ -27,6 +27,8 @@ class DCNv2Config:
     low_rank: int | None = None
     hidden: tuple[int, ...] = (512, 256)
     structure: Literal["stacked", "parallel"] = "parallel"
+    dropout: float = 0.0
+    batch_norm: bool = False
 
     def __post_init__(self) -> None:
         if self.cross_layers < 1:
@@ -56,7 +58,9 @@ class DCNv2(nn.Module):
         self.structure = config.structure
         width = dense_features + len(lookup.feature_names) * lookup.embedding_dim
         self.cross = nn.ModuleList(CrossLayer(width, config.low_rank) for _ in range(config.cross_layers))
-        self.deep = MLP(width, list(config.hidden), activate_last=True)
+        self.deep = MLP(
+            width, list(config.hidden), activate_last=True, dropout=config.dropout, batch_norm=config.batch_norm
+        )
         stacked = config.structure == "stacked"
         self.out = nn.Linear(self.deep.out_features + (0 if stacked else width), 1)
 

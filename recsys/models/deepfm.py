@@ -22,6 +22,8 @@ from recsys.tables.interface import LookupModule
 @dataclass(frozen=True)
 class DeepFMConfig:
     hidden: tuple[int, ...] = (400, 400, 400)
+    dropout: float = 0.0
+    batch_norm: bool = False
 
 
 class DeepFM(nn.Module):
@@ -32,7 +34,12 @@ class DeepFM(nn.Module):
         self.lookup = lookup
         feature_count = len(lookup.feature_names)
         self.fm = FMTerms(dense_features, feature_count, lookup.embedding_dim)
-        self.deep = MLP(dense_features + feature_count * lookup.embedding_dim, [*config.hidden, 1])
+        self.deep = MLP(
+            dense_features + feature_count * lookup.embedding_dim,
+            [*config.hidden, 1],
+            dropout=config.dropout,
+            batch_norm=config.batch_norm,
+        )
 
     def forward(self, dense: torch.Tensor, sparse: KeyedJaggedTensor) -> torch.Tensor:
         vectors = field_vectors(self.lookup, sparse)

@@ -1,9 +1,12 @@
 """FM: factorization machine over the field vectors (Rendle, "Factorization Machines", ICDM 2010).
 
-The dense features become one more field vector through a linear map, so they interact too:
+The dense features, standardised by batch normalisation (their log scale reaches ~15 on Criteo,
+which would swamp every pair product), become one more field vector through a linear map, so they
+interact too:
 
-    fields = [W_d dense; e_1; ...; e_F]                       [B, F + 1, D]
-    logit  = b + w . [dense; e_1; ...; e_F] + sum_{i<j} <fields_i, fields_j>
+    x      = BatchNorm(dense)
+    fields = [W_d x; e_1; ...; e_F]                           [B, F + 1, D]  (no W_d x without dense features)
+    logit  = b + w . [x; e_1; ...; e_F] + sum_{i<j} <fields_i, fields_j>
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import torch
 from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from recsys.models.layers import FactorizationMachine, field_vectors
+from recsys.models.layers import BatchNorm, FactorizationMachine, field_vectors
 from recsys.tables.interface import LookupModule
 
 
@@ -28,12 +31,14 @@ class FMTerms(nn.Module):
 
     def __init__(self, dense_features: int, feature_count: int, embedding_dim: int) -> None:
         super().__init__()
-        self.dense_field = nn.Linear(dense_features, embedding_dim, bias=False)
+        self.dense_norm = BatchNorm(dense_features) if dense_features else nn.Identity()
+        self.dense_field = nn.Linear(dense_features, embedding_dim, bias=False) if dense_features else None
         self.first_order = nn.Linear(dense_features + feature_count * embedding_dim, 1)
         self.interaction = FactorizationMachine()
 
     def forward(self, dense: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
-        fields = torch.cat([self.dense_field(dense).unsqueeze(1), vectors], dim=1)
+        dense = self.dense_norm(dense)
+        fields = vectors if self.dense_field is None else torch.cat([self.dense_field(dense).unsqueeze(1), vectors], 1)
         linear = self.first_order(torch.cat([dense, vectors.flatten(1)], dim=1)).squeeze(-1)
         return linear + self.interaction(fields)
 

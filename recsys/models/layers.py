@@ -6,17 +6,46 @@ import torch
 from torch import nn
 
 
-class MLP(nn.Sequential):
-    """Linear layers with ReLU between them; the last layer has no activation unless asked."""
+class BatchNorm(nn.BatchNorm1d):
+    """Batch normalisation that normalises a one-row training batch (a split's last) by the running statistics."""
 
-    def __init__(self, in_features: int, widths: list[int], activate_last: bool = False) -> None:
+    def forward(self, values: torch.Tensor) -> torch.Tensor:
+        if self.training and values.shape[0] == 1:
+            return nn.functional.batch_norm(
+                values, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps
+            )
+        return super().forward(values)
+
+
+class MLP(nn.Sequential):
+    """Linear layers with ReLU between them; the last layer has no activation unless asked.
+
+    Hidden layers may add batch normalisation (before the ReLU) and dropout (after it), the
+    regularisers CTR libraries tune per dataset; the last layer never gets either.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        widths: list[int],
+        activate_last: bool = False,
+        dropout: float = 0.0,
+        batch_norm: bool = False,
+    ) -> None:
         if not widths:
             raise ValueError("an MLP needs at least one layer width")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         layers: list[nn.Module] = []
         for index, width in enumerate(widths):
             layers.append(nn.Linear(in_features, width))
-            if index < len(widths) - 1 or activate_last:
+            hidden = index < len(widths) - 1 or activate_last
+            if hidden and batch_norm:
+                layers.append(BatchNorm(width))
+            if hidden:
                 layers.append(nn.ReLU())
+            if hidden and dropout > 0:
+                layers.append(nn.Dropout(dropout))
             in_features = width
         super().__init__(*layers)
         self.out_features = in_features

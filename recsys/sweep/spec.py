@@ -8,6 +8,7 @@ An experiment file (experiments/<name>.toml) names the data, the grid and short 
                                 (paths relative to the experiment file)
     [grid]                      models, strategies, compressions (for every strategy but full), seeds
     [train]                     TrainConfig fields (epochs, batch_size, ...)
+    [tables]                    spec keys every strategy shares (embedding_dim, init_std)
     [tables.<strategy>]         extra spec keys for a strategy; [tables."<strategy>@<compression>"] for one budget
     [models.<model>]            model config overrides
 
@@ -82,7 +83,8 @@ class Experiment:
     data: DataSpec
     grid: GridSpec
     train: dict[str, Any] = field(default_factory=dict)
-    tables: dict[str, dict[str, Any]] = field(default_factory=dict)
+    tables: dict[str, Any] = field(default_factory=dict)
+    """Spec keys of every strategy (scalars), and per strategy or budget (tables)."""
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
@@ -106,7 +108,9 @@ def load_experiment(path: str | Path) -> Experiment:
         data=from_mapping(DataSpec, data, f"{path} [data]"),
         grid=from_mapping(GridSpec, values.get("grid", {}), f"{path} [grid]"),
         train=train,
-        tables={key: dict(value) for key, value in values.get("tables", {}).items()},
+        tables={
+            key: dict(value) if isinstance(value, dict) else value for key, value in values.get("tables", {}).items()
+        },
         models={key: dict(value) for key, value in values.get("models", {}).items()},
     )
 
@@ -146,6 +150,7 @@ def table_spec(experiment: Experiment, strategy: str, compression: float | None)
     values: dict[str, Any] = {"strategy": strategy}
     if compression is not None:
         values["compression"] = compression
+    values.update({key: value for key, value in experiment.tables.items() if not isinstance(value, dict)})
     values.update(experiment.tables.get(strategy, {}))
     if compression is not None:
         values.update(experiment.tables.get(f"{strategy}@{compression:g}", {}))

@@ -17,6 +17,7 @@ from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 from typing import ClassVar
 
+import torch
 from torch import nn
 from torchrec.modules.embedding_configs import EmbeddingBagConfig
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
@@ -88,6 +89,13 @@ class LookupModule(nn.Module, ABC):
         vectors = pooled.to_dict()
         return KeyedTensor.from_tensor_list(self.feature_names, [vectors[feature] for feature in self.feature_names])
 
+    @torch.no_grad()
+    def initialize_tables(self, std: float) -> None:
+        """Draw every storage row from normal(0, std) (a spec's `init_std`); strategies with
+        tables that must start elsewhere (qr's multiplicative factors) override this."""
+        for weight in self.storage.parameters():
+            weight.normal_(0.0, std)
+
     def after_step(self, progress: float) -> dict[str, float]:
         """Called by training after every optimizer step with the fraction of training done, in (0, 1].
 
@@ -95,6 +103,13 @@ class LookupModule(nn.Module, ABC):
         are logged. Nothing happens by default.
         """
         return {}
+
+    def settled(self, progress: float) -> bool:
+        """Whether the lookup has its final form at `progress` (a pruning schedule has ended).
+
+        Early stopping compares only epochs where it has, so it never keeps a half-pruned model.
+        """
+        return True
 
     def compact(self) -> LookupModule:
         """The serving form: a lookup that gives the same vectors with the least memory.

@@ -174,6 +174,9 @@ class PrunedLookup(FullLookup):
             metrics["pruning/threshold_mean"] = float(torch.sigmoid(self.threshold.detach()).mean())
         return metrics
 
+    def settled(self, progress: float) -> bool:
+        return progress >= self.spec.prune_end
+
     @torch.no_grad()
     def prune_to(self, count: int) -> None:
         """Keep the `count` kept ids with the largest thresholded L1 norms (and every oov row)."""

@@ -240,6 +240,11 @@ class QRLookup(LookupModule):
             for part, size in enumerate(sizes)
         ]
 
+    def initialize_tables(self, std: float) -> None:
+        super().initialize_tables(std)
+        if self.spec.operation == "mult":
+            self.start_factors_near_one()
+
     def start_factors_near_one(self) -> None:
         """With `mult`, every table but the first starts near 1, so a product starts as T0's row, not ~0."""
         with torch.no_grad():

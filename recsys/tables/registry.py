@@ -47,4 +47,7 @@ def load_spec(path: str | Path) -> TableSpec:
 
 def build_lookup(spec: TableSpec, statistics: FeatureStatistics) -> LookupModule:
     """The lookup module of `spec`, sized from the training split's `statistics`."""
-    return STRATEGIES[spec.strategy](spec, statistics)
+    lookup = STRATEGIES[spec.strategy](spec, statistics)
+    if spec.init_std is not None:
+        lookup.initialize_tables(spec.init_std)
+    return lookup

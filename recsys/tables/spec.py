@@ -46,9 +46,14 @@ class TableSpec:
     strategy: str
     embedding_dim: int = 16
     sharding: dict[str, ShardingType] = field(default_factory=dict)
+    init_std: float | None = None
+    """Rows start as normal(0, init_std); None keeps torchrec's uniform(+-sqrt(1 / rows)), DLRM's.
+    Small tables start with large rows under the latter, which FM-style pair products amplify."""
 
     def __post_init__(self) -> None:
         check_width("embedding_dim", self.embedding_dim)
+        if self.init_std is not None and self.init_std <= 0:
+            raise ValueError(f"init_std must be positive, got {self.init_std}")
 
     def to_dict(self) -> dict:
         return {key: value for key, value in asdict(self).items() if value is not None and value != {}}

@@ -3,7 +3,8 @@
     <checkpoint_dir>/epoch-0001/   model and optimizer state (DCP files) + progress.json
 
 A checkpoint is written as `epoch-NNNN.partial` and renamed when complete, so `--resume` never
-picks up half a checkpoint.
+picks up half a checkpoint. `resume` loads the latest one into a run after checking that it belongs
+to the same job and keeps every table's optimizer-state layout.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ import torch.distributed.checkpoint as dcp
 from torch import nn
 from torchrec.optim.keyed import CombinedOptimizer
 
+from recsys.config import flatten
 from recsys.train.distributed import is_main_process
+from recsys.train.job import Job
 
 PROGRESS_FILE = "progress.json"
 
@@ -56,3 +59,38 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: CombinedOptimizer) 
     dcp.load(state, checkpoint_id=str(path))
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
+
+
+def resume(job: Job, model: nn.Module, optimizer: CombinedOptimizer, layouts: dict[str, str]) -> dict:
+    """Load the latest complete checkpoint of `job` into model and optimizer; return its progress.
+
+    Any world size and sharding will do, as long as every table keeps its optimizer state's layout.
+    """
+    directory = Path(job.config.checkpoint_dir)
+    checkpoint = latest_checkpoint(directory)
+    if checkpoint is None:
+        raise FileNotFoundError(f"--resume: no complete checkpoint in {directory}")
+    progress = read_progress(checkpoint)
+    expected = flatten(job.resume_key())
+    found = flatten(progress["job"])
+    differences = [
+        f"{key}: checkpoint {found.get(key)!r}, now {expected.get(key)!r}"
+        for key in sorted(set(expected) | set(found))
+        if expected.get(key) != found.get(key)
+    ]
+    if differences:
+        raise ValueError(f"--resume: {checkpoint} belongs to another run; " + "; ".join(differences))
+    saved = progress.get("layouts", layouts)
+    moved = [
+        f"{table} was {saved.get(table)}, now {layout}"
+        for table, layout in layouts.items()
+        if saved.get(table) != layout
+    ]
+    if moved:
+        raise ValueError(
+            f"--resume: {checkpoint} holds optimizer state in another layout ({'; '.join(moved[:3])}): table-wise, "
+            "row-wise and table-row-wise convert freely between any number of processes, column-wise and "
+            "data-parallel only into themselves; resume with the checkpoint's --sharding"
+        )
+    load_checkpoint(checkpoint, model, optimizer)
+    return progress

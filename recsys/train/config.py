@@ -9,6 +9,9 @@ from typing import Literal
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 1
+    patience: int | None = None
+    """Stop after this many epochs without a better validation AUC, and test the best epoch's weights;
+    None: train every epoch and test the last."""
     batch_size: int = 4096
     eval_batch_size: int = 16384
     dense_optimizer: Literal["adam", "adagrad"] = "adam"
@@ -31,6 +34,8 @@ class TrainConfig:
         for name in ("dense_learning_rate", "sparse_learning_rate"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.patience is not None and self.patience <= 0:
+            raise ValueError(f"patience must be positive, got {self.patience}")
         if self.rank_memory is not None and self.rank_memory <= 0:
             raise ValueError(f"rank_memory must be positive, got {self.rank_memory}")
         if self.resume and self.checkpoint_dir is None:

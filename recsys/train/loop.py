@@ -14,10 +14,10 @@ from torch import nn
 from torchrec.optim.keyed import CombinedOptimizer
 from tqdm import tqdm
 
-from recsys.config import flatten
 from recsys.data.loader import Batch, BatchLoader
 from recsys.tables.interface import MemoryReport
-from recsys.train.checkpoint import latest_checkpoint, load_checkpoint, read_progress, save_checkpoint
+from recsys.train.best import EarlyStopping
+from recsys.train.checkpoint import resume, save_checkpoint
 from recsys.train.compaction import lookup_of, serving_model
 from recsys.train.config import TrainConfig
 from recsys.train.distributed import (
@@ -84,6 +84,7 @@ def train(job: Job, listener: Listener | None = None) -> TrainResult:
             step=progress["step"],
             total_steps=progress.get("total_steps"),
             layouts=layouts,
+            stopping=EarlyStopping.from_state(config.patience, progress.get("early_stopping")),
         )
         metrics = trainer.run(first_epoch=progress["epoch"], metrics=dict(progress.get("metrics", {})))
         serving = trainer.compact() if lookup_of(sharded).compacts else None
@@ -99,41 +100,6 @@ def train(job: Job, listener: Listener | None = None) -> TrainResult:
         )
     finally:
         listener.on_end(failed)
-
-
-def resume(job: Job, model: nn.Module, optimizer: CombinedOptimizer, layouts: dict[str, str]) -> dict:
-    """Load the latest complete checkpoint of `job` into model and optimizer; return its progress.
-
-    Any world size and sharding will do, as long as every table keeps its optimizer state's layout.
-    """
-    directory = Path(job.config.checkpoint_dir)
-    checkpoint = latest_checkpoint(directory)
-    if checkpoint is None:
-        raise FileNotFoundError(f"--resume: no complete checkpoint in {directory}")
-    progress = read_progress(checkpoint)
-    expected = flatten(job.resume_key())
-    found = flatten(progress["job"])
-    differences = [
-        f"{key}: checkpoint {found.get(key)!r}, now {expected.get(key)!r}"
-        for key in sorted(set(expected) | set(found))
-        if expected.get(key) != found.get(key)
-    ]
-    if differences:
-        raise ValueError(f"--resume: {checkpoint} belongs to another run; " + "; ".join(differences))
-    saved = progress.get("layouts", layouts)
-    moved = [
-        f"{table} was {saved.get(table)}, now {layout}"
-        for table, layout in layouts.items()
-        if saved.get(table) != layout
-    ]
-    if moved:
-        raise ValueError(
-            f"--resume: {checkpoint} holds optimizer state in another layout ({'; '.join(moved[:3])}): table-wise, "
-            "row-wise and table-row-wise convert freely between any number of processes, column-wise and "
-            "data-parallel only into themselves; resume with the checkpoint's --sharding"
-        )
-    load_checkpoint(checkpoint, model, optimizer)
-    return progress
 
 
 def batch_loss(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
@@ -168,8 +134,12 @@ class Trainer:
     so a pruning schedule is not stretched when `epochs` grows."""
     losses: list[float] = field(default_factory=list)
 
+    stopping: EarlyStopping | None = None
+
     def __post_init__(self) -> None:
         self.lookup = lookup_of(self.model)
+        if self.stopping is None:
+            self.stopping = EarlyStopping(self.config.patience)
         if self.total_steps is None:
             self.total_steps = self.config.epochs * len(BatchLoader(self.job.cache, "train", self.config.batch_size))
 
@@ -190,16 +160,33 @@ class Trainer:
 
     def run(self, first_epoch: int, metrics: dict[str, float]) -> dict[str, float]:
         loader = self.loader("train", self.config.batch_size, shuffle=True)
+        last_epoch = first_epoch
         for epoch in range(first_epoch, self.config.epochs):
+            if self.stopping.patience is not None and self.stopping.waited >= self.stopping.patience:
+                break  # a resumed run that had already stopped
             loader.set_epoch(epoch)
             metrics = {"train/samples_per_s": self.train_epoch(loader, epoch), "epoch": epoch + 1}
             metrics.update(self.evaluate("val"))
+            last_epoch = epoch + 1
+            settled = self.lookup.settled(self.step / max(self.total_steps, 1))
+            stop = settled and self.stopping.update(last_epoch, metrics["val/auc"], self.model)
+            metrics["best_epoch"] = self.stopping.best_epoch
             self.listener.on_metrics(metrics, self.step)
             if self.config.checkpoint_dir is not None:
-                self.checkpoint(epoch + 1, metrics)
+                self.checkpoint(last_epoch, metrics)
+            if stop:
+                break
+        if self.stopping.restore_best(self.model, last_epoch, self.config.checkpoint_dir):
+            metrics = {**metrics, **self.best_metrics(metrics)}
         test = self.evaluate("test")
         self.listener.on_metrics(test, self.step)
         return {**metrics, **test}
+
+    def best_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
+        """Validation metrics of the restored best epoch (recomputed: they are what the test uses)."""
+        best = {"stopped_epoch": metrics.get("epoch", 0), **self.evaluate("val")}
+        self.listener.on_metrics(best, self.step)
+        return best
 
     def train_epoch(self, loader: BatchLoader, epoch: int) -> float:
         """One pass over the training split; returns the training samples/s."""
@@ -264,6 +251,7 @@ class Trainer:
             "total_steps": self.total_steps,
             "layouts": self.layouts,
             "metrics": metrics,
+            "early_stopping": self.stopping.state(),
             "job": self.job.resume_key(),
         }
         path = save_checkpoint(Path(self.config.checkpoint_dir), self.model, self.optimizer, progress)

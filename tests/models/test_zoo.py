@@ -9,10 +9,10 @@ import torch
 
 from recsys.models import MODELS
 from recsys.models.dcnv2 import CrossLayer, DCNv2Config
-from recsys.models.layers import FactorizationMachine
+from recsys.models.layers import MLP, BatchNorm, FactorizationMachine
 from recsys.tables import STRATEGIES, spec_from_mapping
 from recsys.train.config import TrainConfig
-from recsys.train.job import Job
+from recsys.train.job import Job, build
 from recsys.train.loop import train
 
 
@@ -61,3 +61,29 @@ def test_every_model_and_strategy_learns_from_bags_without_dense_features(bag_ca
     job = Job(bag_cache, spec_from_mapping(tables), name, config, model_overrides=SMALL.get(name, {}))
     result = train(job)
     assert result.metrics["test/auc"] > 0.6, result.metrics
+
+
+def test_mlp_regularisers_sit_after_hidden_layers_only():
+    mlp = MLP(6, [8, 4, 1], dropout=0.3, batch_norm=True)
+    kinds = [type(layer).__name__ for layer in mlp]
+    assert kinds == ["Linear", "BatchNorm", "ReLU", "Dropout", "Linear", "BatchNorm", "ReLU", "Dropout", "Linear"]
+    with pytest.raises(ValueError, match="dropout"):
+        MLP(6, [1], dropout=1.0)
+
+
+def test_batch_norm_normalises_a_one_row_training_batch_by_running_statistics():
+    layer = BatchNorm(3)
+    layer.running_mean.fill_(2.0)
+    layer.running_var.fill_(4.0)
+    row = torch.tensor([[4.0, 2.0, 0.0]])
+    layer.train()
+    torch.testing.assert_close(layer(row), torch.tensor([[1.0, 0.0, -1.0]]), atol=1e-4, rtol=0)
+    assert layer(torch.randn(5, 3)).shape == (5, 3)
+
+
+def test_fm_without_dense_features_has_no_dense_field(bag_cache):
+    job = Job(bag_cache, spec_from_mapping({"strategy": "full", "embedding_dim": 8}), "fm", TrainConfig(progress=False))
+    model, _ = build(job)
+    assert model.terms.dense_field is None
+    vectors = torch.randn(2, 4, 8)
+    torch.testing.assert_close(model.terms.interaction(vectors), FactorizationMachine()(vectors))

@@ -78,3 +78,18 @@ def test_mistakes_name_the_file_and_key(tmp_path, change, message):
 def test_shipped_experiments_are_valid():
     for path in sorted((Path(__file__).resolve().parents[2] / "experiments").glob("*.toml")):
         assert configurations(load_experiment(path)), path
+
+
+def test_scalar_table_keys_apply_to_every_strategy_and_formats_are_checked(tmp_path):
+    common = GRID.replace("[tables.hashing]", "[tables]\ninit_std = 0.01\n\n[tables.hashing]")
+    found = configurations(load_experiment(write(tmp_path, common)))
+    assert {configuration.spec.init_std for configuration in found} == {0.01}
+    raw = tmp_path / "ratings"
+    for text, message in (
+        ('[data]\nraw = ["ratings"]\nformat = "parquet"\n', "unknown format 'parquet'"),
+        ('[data]\nsynthetic_rows = 10\nformat = "avazu"\n', "format = 'avazu' describes raw files"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            load_experiment(write(tmp_path, text))
+    experiment = load_experiment(write(tmp_path, '[data]\nraw = ["ratings"]\nformat = "movielens"\n'))
+    assert experiment.data.format == "movielens" and experiment.data.raw == (str(raw),)

@@ -123,3 +123,15 @@ def test_budget_is_met(spec, statistics):
 
 def test_spec_survives_a_round_trip(spec):
     assert spec_from_mapping(spec.to_dict()) == spec
+
+
+def test_init_std_draws_every_row_from_that_normal(spec, statistics):
+    torch.manual_seed(5)
+    lookup = build_lookup(spec_from_mapping({**spec.to_dict(), "init_std": 0.02}), statistics)
+    factors = getattr(lookup, "plans", None) is not None and getattr(spec, "operation", None) == "mult"
+    for name, table in lookup.storage.named_parameters():
+        values = table.detach().flatten()
+        if factors and not name.endswith("_0.weight") and "_" in name.rsplit("qr_", 1)[-1]:
+            assert 0.85 < values.mean() < 1.15, name  # qr's multiplicative factors start near one
+            continue
+        assert abs(values.mean()) < 0.01 and 0.015 < values.std() < 0.025, (name, values.std())
