@@ -206,6 +206,13 @@ def add_train_command(commands: argparse._SubParsersAction) -> None:
         help="stop after this many epochs without a better validation AUC and test the best epoch's weights "
         "(default: train every epoch, test the last)",
     )
+    train.add_argument(
+        "--lr-decay",
+        type=float,
+        default=None,
+        help="multiply every learning rate by this after an epoch without a better validation AUC, e.g. 0.1 "
+        "(default: constant rates)",
+    )
     train.add_argument("--batch-size", type=int, default=4096)
     train.add_argument("--dense-optimizer", choices=["adam", "adagrad"], default="adam")
     train.add_argument("--dense-lr", type=float, default=1e-3, help="learning rate of the dense layers (default 1e-3)")
@@ -349,6 +356,7 @@ def run_train(arguments: argparse.Namespace) -> None:
     config = TrainConfig(
         epochs=arguments.epochs,
         patience=arguments.patience,
+        lr_decay=arguments.lr_decay,
         batch_size=arguments.batch_size,
         dense_optimizer=arguments.dense_optimizer,
         dense_learning_rate=arguments.dense_lr,

@@ -12,6 +12,9 @@ class TrainConfig:
     patience: int | None = None
     """Stop after this many epochs without a better validation AUC, and test the best epoch's weights;
     None: train every epoch and test the last."""
+    lr_decay: float | None = None
+    """After an epoch without a better validation AUC, multiply every learning rate by this (FuxiCTR's
+    reduce-on-plateau uses 0.1); None: keep them."""
     batch_size: int = 4096
     eval_batch_size: int = 16384
     dense_optimizer: Literal["adam", "adagrad"] = "adam"
@@ -34,6 +37,8 @@ class TrainConfig:
         for name in ("dense_learning_rate", "sparse_learning_rate"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.lr_decay is not None and not 0 < self.lr_decay < 1:
+            raise ValueError(f"lr_decay must be in (0, 1), got {self.lr_decay}")
         if self.patience is not None and self.patience <= 0:
             raise ValueError(f"patience must be positive, got {self.patience}")
         if self.rank_memory is not None and self.rank_memory <= 0:

@@ -40,7 +40,16 @@ class Job:
 
         How tables are sharded is free: a checkpoint resumes on any world size and plan.
         """
-        free = {"epochs", "patience", "resume", "checkpoint_dir", "progress", "log_every", "eval_batch_size"}
+        free = {
+            "epochs",
+            "patience",
+            "lr_decay",
+            "resume",
+            "checkpoint_dir",
+            "progress",
+            "log_every",
+            "eval_batch_size",
+        }
         free |= {"sharding", "rank_memory"}
         params = self.params()
         params["train"] = {name: value for name, value in params["train"].items() if name not in free}

@@ -85,6 +85,7 @@ def train(job: Job, listener: Listener | None = None) -> TrainResult:
             total_steps=progress.get("total_steps"),
             layouts=layouts,
             stopping=EarlyStopping.from_state(config.patience, progress.get("early_stopping")),
+            learning_rate_factor=progress.get("learning_rate_factor", 1.0),
         )
         metrics = trainer.run(first_epoch=progress["epoch"], metrics=dict(progress.get("metrics", {})))
         serving = trainer.compact() if lookup_of(sharded).compacts else None
@@ -135,11 +136,14 @@ class Trainer:
     losses: list[float] = field(default_factory=list)
 
     stopping: EarlyStopping | None = None
+    learning_rate_factor: float = 1.0
 
     def __post_init__(self) -> None:
         self.lookup = lookup_of(self.model)
         if self.stopping is None:
             self.stopping = EarlyStopping(self.config.patience)
+        for group in self.optimizer.param_groups:  # a resumed run continues with its decayed rates
+            group["lr"] *= self.learning_rate_factor
         if self.total_steps is None:
             self.total_steps = self.config.epochs * len(BatchLoader(self.job.cache, "train", self.config.batch_size))
 
@@ -170,6 +174,8 @@ class Trainer:
             last_epoch = epoch + 1
             settled = self.lookup.settled(self.step / max(self.total_steps, 1))
             stop = settled and self.stopping.update(last_epoch, metrics["val/auc"], self.model)
+            if settled and self.stopping.waited and not stop:
+                metrics.update(self.decay_learning_rates())
             metrics["best_epoch"] = self.stopping.best_epoch
             self.listener.on_metrics(metrics, self.step)
             if self.config.checkpoint_dir is not None:
@@ -181,6 +187,15 @@ class Trainer:
         test = self.evaluate("test")
         self.listener.on_metrics(test, self.step)
         return {**metrics, **test}
+
+    def decay_learning_rates(self) -> dict[str, float]:
+        """Multiply every learning rate (tables' fused optimizer included) by `lr_decay`, if set."""
+        if self.config.lr_decay is None:
+            return {}
+        for group in self.optimizer.param_groups:
+            group["lr"] *= self.config.lr_decay
+        self.learning_rate_factor *= self.config.lr_decay
+        return {"learning_rate_factor": self.learning_rate_factor}
 
     def best_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
         """Validation metrics of the restored best epoch (recomputed: they are what the test uses)."""
@@ -252,6 +267,7 @@ class Trainer:
             "layouts": self.layouts,
             "metrics": metrics,
             "early_stopping": self.stopping.state(),
+            "learning_rate_factor": self.learning_rate_factor,
             "job": self.job.resume_key(),
         }
         path = save_checkpoint(Path(self.config.checkpoint_dir), self.model, self.optimizer, progress)

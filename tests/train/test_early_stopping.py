@@ -11,8 +11,9 @@ from torch import nn
 from recsys.tables import spec_from_mapping
 from recsys.train.best import EarlyStopping
 from recsys.train.config import TrainConfig
+from recsys.train.events import Listener
 from recsys.train.job import Job
-from recsys.train.loop import train
+from recsys.train.loop import Trainer, train
 from tests.models.test_zoo import SMALL
 
 
@@ -58,3 +59,32 @@ def test_a_resumed_run_restores_a_best_epoch_from_before_the_restart(bag_cache, 
     resumed = train(dataclasses.replace(job, config=dataclasses.replace(job.config, epochs=12, resume=True)))
     assert resumed.metrics["stopped_epoch"] == best + 1
     assert resumed.metrics["test/auc"] == pytest.approx(stopped.metrics["test/auc"], abs=1e-6)
+
+
+class Rates(Listener):
+    """Records the learning rates of every parameter group after each epoch's metrics."""
+
+    def __init__(self) -> None:
+        self.factors: list[float] = []
+
+    def on_metrics(self, metrics: dict[str, float], step: int) -> None:
+        if "learning_rate_factor" in metrics:
+            self.factors.append(metrics["learning_rate_factor"])
+
+
+def test_learning_rates_decay_after_each_epoch_without_improvement(bag_cache, monkeypatch):
+    seen = []
+    original = Trainer.decay_learning_rates
+
+    def recording(trainer):
+        before = [group["lr"] for group in trainer.optimizer.param_groups]
+        found = original(trainer)
+        seen.append([after / first for first, after in zip(before, [g["lr"] for g in trainer.optimizer.param_groups])])
+        return found
+
+    monkeypatch.setattr(Trainer, "decay_learning_rates", recording)
+    rates = Rates()
+    result = train(bag_job(bag_cache, epochs=12, patience=2, lr_decay=0.5), rates)
+    assert rates.factors and rates.factors == [0.5**count for count in range(1, len(rates.factors) + 1)]
+    assert all(ratio == pytest.approx(0.5) for ratios in seen for ratio in ratios) and len(seen[0]) >= 2
+    assert result.metrics["stopped_epoch"] <= 12
