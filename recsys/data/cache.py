@@ -2,7 +2,8 @@
 
 Layout of a cache directory:
 
-    meta.json            schema, splits (row counts, in row order), sources, bad-row report
+    meta.json            schema, raw fields (how served rows become features), splits (row counts, in row
+                         order), sources, bad-row report
     parts/part-*.parquet the prepared rows, in source order (label, dense float32, sparse int64)
     stats/<C>.parquet    id frequencies of each categorical feature over the training split
 

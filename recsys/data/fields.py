@@ -30,6 +30,8 @@ class Kind:
     """A plain integer field read as a categorical id (missing -> MISSING_ID)."""
 
     typed = True
+    serving = "integer"
+    """The name of this kind in an exported artifact's raw-field list (see `recsys.serving.rows`)."""
     role: Role = "sparse"
     expected = "an integer"
 
@@ -54,6 +56,8 @@ class Kind:
 class Label(Kind):
     """The click label: `negative` or `positive` (0/1, or libFM's -1/1), required; prepared as 0.0 or 1.0."""
 
+    serving = "label"
+
     role: Role = "label"
     positive: int = 1
     negative: int = 0
@@ -72,6 +76,8 @@ class Label(Kind):
 @dataclass(frozen=True)
 class Threshold(Kind):
     """A numeric score turned into the label: 1.0 at or above `threshold` (MovieLens: rating >= 4 is a click)."""
+
+    serving = "label"
 
     typed = False
     role: Role = "label"
@@ -97,6 +103,8 @@ class Threshold(Kind):
 class Order(Kind):
     """A required integer that orders the rows (a timestamp), then dropped."""
 
+    serving = "ignored"
+
     role: Role = "order"
 
     def problem(self, raw: pl.Expr, parsed: pl.Expr) -> pl.Expr:
@@ -107,6 +115,8 @@ class Order(Kind):
 class Count(Kind):
     """A non-negative count as a dense feature: log(1 + max(x, 0)), missing -> 0 (Criteo's I1..I13)."""
 
+    serving = "count"
+
     role: Role = "dense"
 
     def prepared(self, name: str) -> list[pl.Expr]:
@@ -116,6 +126,8 @@ class Count(Kind):
 @dataclass(frozen=True)
 class Hex(Kind):
     """An unsigned hex string of at most 8 digits, as its integer (Criteo's C1..C26, Avazu's ids)."""
+
+    serving = "hex"
 
     typed = False
     expected = f"an unsigned hex string of at most {MAX_HEX_DIGITS} digits"
@@ -134,16 +146,20 @@ class Hex(Kind):
 class LibFMIndex(Kind):
     """A libFM `index:1` token, as the index (one-hot fields of a libFM file, such as Frappe's)."""
 
+    serving = "libfm_index"
+
     typed = False
     expected = "a libFM 'index:1' token"
 
     def parse(self, column: pl.Expr, typed: bool) -> pl.Expr:
-        return column.str.extract(r"^(\d{1,18}):1(?:\.0*)?$").str.to_integer(strict=False)
+        return column.str.extract(r"^([0-9]{1,18}):1(?:\.0*)?$").str.to_integer(strict=False)
 
 
 @dataclass(frozen=True)
 class HourOfDay(Kind):
     """Avazu's `hour` (YYMMDDHH): split into the hour of day (0-23) and the weekday (0 = Monday)."""
+
+    serving = "hour"
 
     typed = False
     expected = "an hour as YYMMDDHH"
@@ -151,7 +167,7 @@ class HourOfDay(Kind):
     def parse(self, column: pl.Expr, typed: bool) -> pl.Expr:
         day = column.str.slice(0, 6).str.strptime(pl.Date, "%y%m%d", strict=False).cast(pl.Datetime)
         hour = column.str.slice(6, 2).str.to_integer(strict=False)
-        well_formed = column.str.contains(r"^\d{8}$") & (hour < 24)
+        well_formed = column.str.contains(r"^[0-9]{8}$") & (hour < 24)
         return pl.when(well_formed).then(day + pl.duration(hours=hour))
 
     def outputs(self, name: str) -> list[tuple[str, Role]]:
@@ -168,6 +184,8 @@ class HourOfDay(Kind):
 @dataclass(frozen=True)
 class Ignored(Kind):
     """A field that is read (it counts towards the field count) and dropped, such as Avazu's row id."""
+
+    serving = "ignored"
 
     typed = False
 

@@ -16,7 +16,7 @@ from recsys.data.avazu import AVAZU_FORMAT
 from recsys.data.bad_rows import BadRowTally
 from recsys.data.criteo import CRITEO_FORMAT
 from recsys.data.frappe import FRAPPE_FORMAT
-from recsys.data.movielens import layout, movielens_directory, movielens_schema, read_movielens
+from recsys.data.movielens import layout, movielens_directory, movielens_raw_fields, movielens_schema, read_movielens
 from recsys.data.schema import DatasetSchema
 from recsys.data.text import TextFormat
 
@@ -25,21 +25,23 @@ Reader = Callable[[list[Path], BadRowTally, int], Iterator[tuple[pl.DataFrame, i
 
 @dataclass(frozen=True)
 class DatasetFormat:
-    """A raw format: its reader, the schema it produces for given inputs, and what the inputs are."""
+    """A raw format: its reader, the schema it produces for given inputs, what the inputs are, and the raw
+    fields a served model of it takes (see `recsys.serving.rows`)."""
 
     name: str
     inputs: str
     read: Reader
     schema: Callable[[list[Path]], DatasetSchema]
+    raw_fields: Callable[[list[Path]], list[dict]]
 
 
 def text_format(text: TextFormat, inputs: str) -> DatasetFormat:
-    return DatasetFormat(text.name, inputs, text.read, lambda _: text.schema)
+    return DatasetFormat(text.name, inputs, text.read, lambda _: text.schema, lambda _: text.raw_fields())
 
 
-def movielens_inputs_schema(paths: list[Path]) -> DatasetSchema:
+def movielens_has_users(paths: list[Path]) -> bool:
     _, _, users = layout(movielens_directory(paths))
-    return movielens_schema(with_users=users is not None)
+    return users is not None
 
 
 FORMATS: dict[str, DatasetFormat] = {
@@ -50,7 +52,8 @@ FORMATS: dict[str, DatasetFormat] = {
         "movielens",
         "one MovieLens directory (ratings.csv + movies.csv, or 1M's ratings/movies/users.dat)",
         read_movielens,
-        movielens_inputs_schema,
+        lambda paths: movielens_schema(movielens_has_users(paths)),
+        lambda paths: movielens_raw_fields(movielens_has_users(paths)),
     ),
 }
 

@@ -22,7 +22,6 @@ files do not describe is a bad row; a malformed side-file line is an error namin
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import re
 from collections.abc import Iterator
@@ -35,6 +34,7 @@ from recsys.data.bad_rows import BadRowTally
 from recsys.data.fields import Kind, Order, Threshold
 from recsys.data.schema import MISSING_ID, DatasetSchema
 from recsys.data.text import TextFormat
+from recsys.serving.rows import string_id
 
 RATING_FIELDS = (("userId", Kind()), ("movieId", Kind()), ("rating", Threshold()), ("timestamp", Order()))
 RATINGS_CSV = TextFormat(
@@ -53,9 +53,12 @@ USER_FEATURES = ("gender", "age", "occupation", "zip")
 YEAR = re.compile(r"\((\d{4})\)\s*$")
 
 
-def string_id(value: str) -> int:
-    """A stable non-negative 63-bit id of a string: the first 8 bytes of its BLAKE2b digest."""
-    return int.from_bytes(hashlib.blake2b(value.encode("utf-8"), digest_size=8).digest(), "little") >> 1
+def movielens_raw_fields(with_users: bool) -> list[dict]:
+    """The raw fields a served MovieLens model takes: ids, the genre names, the year, the user's side features."""
+    kinds = {"userId": "integer", "movieId": "integer", "genres": "string_bag", "year": "integer"}
+    if with_users:
+        kinds.update({"gender": "string", "age": "integer", "occupation": "integer", "zip": "string"})
+    return [{"name": name, "kind": kind, "outputs": [name]} for name, kind in kinds.items()]
 
 
 def movielens_schema(with_users: bool) -> DatasetSchema:

@@ -102,6 +102,7 @@ def prepare(
             "name": schema.name,
             "format": options.format,
             "schema": schema.to_dict(),
+            "raw_fields": raw_format.raw_fields(paths),
             "splits": splits,
             "split_fractions": list(options.split),
             "cardinalities": cardinalities,

@@ -64,6 +64,17 @@ class TextFormat:
             sparse_features=tuple(name for name, role in outputs if role == "sparse"),
         )
 
+    def raw_fields(self) -> list[dict]:
+        """Each raw field with its serving kind and the prepared features it becomes (see `recsys.serving.rows`)."""
+        return [
+            {
+                "name": name,
+                "kind": kind.serving,
+                "outputs": [output for output, role in kind.outputs(name) if role in ("dense", "sparse")],
+            }
+            for name, kind in self.fields
+        ]
+
     @property
     def header_line(self) -> bytes:
         return self.separator.join(name for name, _ in self.fields).encode()
@@ -137,6 +148,8 @@ def parse_clean_block(text: TextFormat, block: bytes) -> pl.DataFrame | None:
     """The fast path: integer fields typed by polars; None if anything is off (the checked path then finds what)."""
     if not block:
         return empty_frame(text)
+    if text.separator != " " and b" " in block:
+        return None  # polars' typed reading accepts " 3" as 3 and " " as missing; the checked path refuses both
     schema = {name: pl.Int64 if kind.typed else pl.String for name, kind in text.fields}
     try:
         typed = read_csv(text, block, schema)

@@ -84,6 +84,8 @@ def test_missing_values_and_no_trailing_newline(tmp_path):
         (GOOD_ROW.replace("00000002", "+ff"), "C3: expected an unsigned hex string of at most 8 digits, got '+ff'"),
         ("2" + GOOD_ROW[1:], "label: expected 0 or 1, got '2'"),
         ("\t" + GOOD_ROW[2:], "label: expected 0 or 1, got None"),
+        (GOOD_ROW.replace("\t1\t", "\t 1\t", 1), "I2: expected an integer, got ' 1'"),
+        (GOOD_ROW.replace("\t1\t", "\t \t", 1), "I2: expected an integer, got ' '"),
     ],
 )
 def test_bad_row_stops_with_file_line_and_reason(tmp_path, bad_line, message):

@@ -1,0 +1,232 @@
+"""Raw rows (JSON objects keyed by raw field name) -> model inputs, exactly as `recsys data prepare` does.
+
+This is the serving half of the one preprocessing definition: `recsys.data.fields` turns raw values
+into prepared columns with polars over whole files, this module turns the raw values of single
+requests into the same numbers with plain Python, so an exported model needs neither polars nor
+the training code. Tests run both over the same raw values and require identical output.
+
+An artifact lists its raw fields with their kind (`raw_fields` of a dataset format):
+
+    kind          accepts                                   becomes
+    count         int, or a string of one; null/"" missing   dense log(1 + max(x, 0)) as float32, missing 0
+    integer       int, or a string of one; null/"" missing   the id itself, missing -1
+    hex           a string of 1-8 hex digits; null missing   int(value, 16), missing -1
+    libfm_index   "index:1" or the index as int             the index
+    hour          "YYMMDDHH" (string or int)                 <name>_of_day 0-23 and <name>_weekday 0-6 (Monday 0)
+    string        a string; null missing                     string_id(value), missing -1
+    string_bag    a list of strings or "a|b|c"; null/[] missing   [string_id(v) ...], missing [-1]
+    label, ignored  anything                                 nothing (accepted and ignored)
+
+A field absent from a row is an error; null (or "") is a missing value where the kind allows it.
+Every error names the row, the field and the value.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from recsys.data.schema import MISSING_ID
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+INTEGER = re.compile(r"^[+-]?[0-9]+$")
+HEX = re.compile(r"^[0-9a-fA-F]{1,8}$")
+LIBFM = re.compile(r"^([0-9]{1,18}):1(?:\.0*)?$")
+HOUR = re.compile(r"^[0-9]{8}$")
+IGNORED_KINDS = ("label", "ignored")
+
+
+class FieldError(ValueError):
+    """One raw value that its field's kind does not accept."""
+
+
+class RowError(ValueError):
+    """A raw row that cannot be encoded: names the row (0-based in the request), the field and the problem."""
+
+
+def string_id(value: str) -> int:
+    """A stable non-negative 63-bit id of a string: the first 8 bytes of its BLAKE2b digest."""
+    return int.from_bytes(hashlib.blake2b(value.encode("utf-8"), digest_size=8).digest(), "little") >> 1
+
+
+def is_missing(value: Any) -> bool:
+    return value is None or value == ""
+
+
+def parse_integer(value: Any) -> int:
+    """An int64 from a JSON int or an ASCII integer string (what polars' str.to_integer accepts)."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise FieldError(f"expected an integer, got {value!r}")
+    if isinstance(value, str):
+        if not INTEGER.match(value):
+            raise FieldError(f"expected an integer, got {value!r}")
+        value = int(value)
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise FieldError(f"expected a 64-bit integer, got {value!r}")
+    return value
+
+
+def count(value: Any) -> float:
+    if is_missing(value):
+        return 0.0
+    return float(np.float32(math.log1p(float(max(parse_integer(value), 0)))))
+
+
+def integer(value: Any) -> int:
+    return MISSING_ID if is_missing(value) else parse_integer(value)
+
+
+def hexadecimal(value: Any) -> int:
+    if value is None:
+        return MISSING_ID
+    if not isinstance(value, str) or not (value == "" or HEX.match(value)):
+        raise FieldError(f"expected an unsigned hex string of at most 8 digits, got {value!r}")
+    return MISSING_ID if value == "" else int(value, 16)
+
+
+def libfm_index(value: Any) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**18:
+        return value
+    match = LIBFM.match(value) if isinstance(value, str) else None
+    if match is None:
+        raise FieldError(f"expected a libFM 'index:1' token or a non-negative index, got {value!r}")
+    return int(match.group(1))
+
+
+def hour(value: Any) -> tuple[int, int]:
+    """(hour of day, weekday with Monday 0) of YYMMDDHH; (-1, -1) when missing."""
+    if is_missing(value):
+        return MISSING_ID, MISSING_ID
+    text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    try:
+        if not isinstance(text, str) or not HOUR.match(text) or int(text[6:]) > 23:
+            raise ValueError
+        moment = datetime.datetime.strptime(text[:6], "%y%m%d")
+    except ValueError:
+        raise FieldError(f"expected an hour as YYMMDDHH, got {value!r}") from None
+    return int(text[6:]), moment.weekday()
+
+
+def string(value: Any) -> int:
+    if value is None:
+        return MISSING_ID
+    if not isinstance(value, str):
+        raise FieldError(f"expected a string, got {value!r}")
+    return string_id(value)
+
+
+def string_bag(value: Any) -> list[int]:
+    if value is None or value == "" or value == []:
+        return [MISSING_ID]
+    names = value.split("|") if isinstance(value, str) else value
+    if not isinstance(names, list) or not all(isinstance(name, str) and name for name in names):
+        raise FieldError(f"expected a list of non-empty strings or 'a|b|c', got {value!r}")
+    return [string_id(name) for name in names]
+
+
+SCALAR_KINDS: dict[str, Callable[[Any], Any]] = {
+    "count": count,
+    "integer": integer,
+    "hex": hexadecimal,
+    "libfm_index": libfm_index,
+    "string": string,
+    "string_bag": string_bag,
+}
+
+
+@dataclass(frozen=True)
+class RawField:
+    """One raw input field: its name, kind and the prepared features it becomes."""
+
+    name: str
+    kind: str
+    outputs: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if self.kind not in (*SCALAR_KINDS, "hour", *IGNORED_KINDS):
+            raise ValueError(f"raw field {self.name!r}: unknown kind {self.kind!r}")
+
+    def encode(self, value: Any) -> dict[str, Any]:
+        """The prepared values of this field (feature name -> float, id or list of ids)."""
+        if self.kind in IGNORED_KINDS:
+            return {}
+        if self.kind == "hour":
+            return dict(zip(self.outputs, hour(value)))
+        return {self.outputs[0]: SCALAR_KINDS[self.kind](value)}
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "kind": self.kind, "outputs": list(self.outputs)}
+
+
+@dataclass
+class EncodedRows:
+    """Model inputs of a batch: dense [B, D] float32 and, per sparse feature, each row's ids."""
+
+    dense: np.ndarray
+    ids: dict[str, list[list[int]]]
+
+
+class RowEncoder:
+    """Encodes JSON rows into the prepared features a model was trained on."""
+
+    def __init__(self, fields: Sequence[RawField], dense_features: Sequence[str], sparse_features: Sequence[str]):
+        self.fields = list(fields)
+        self.by_name = {field.name: field for field in self.fields}
+        self.dense_features = list(dense_features)
+        self.sparse_features = list(sparse_features)
+        produced = {output for field in self.fields for output in field.outputs}
+        absent = [name for name in (*self.dense_features, *self.sparse_features) if name not in produced]
+        if absent:
+            raise ValueError(f"no raw field produces the model's feature(s) {', '.join(absent)}")
+        self.required = [field.name for field in self.fields if field.kind not in IGNORED_KINDS]
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> RowEncoder:
+        fields = [RawField(item["name"], item["kind"], tuple(item["outputs"])) for item in values["raw_fields"]]
+        return cls(fields, values["dense_features"], values["sparse_features"])
+
+    def to_dict(self) -> dict:
+        return {
+            "raw_fields": [field.to_dict() for field in self.fields],
+            "dense_features": self.dense_features,
+            "sparse_features": self.sparse_features,
+        }
+
+    def encode_row(self, row: Any, index: int = 0) -> dict[str, Any]:
+        """The prepared values of one row; RowError names what is wrong."""
+        if not isinstance(row, Mapping):
+            raise RowError(f"row {index}: expected an object keyed by field name, got {type(row).__name__}")
+        unknown = [name for name in row if name not in self.by_name]
+        if unknown:
+            raise RowError(
+                f"row {index}: unknown field(s) {', '.join(map(repr, unknown[:5]))}; known: {', '.join(self.by_name)}"
+            )
+        missing = [name for name in self.required if name not in row]
+        if missing:
+            raise RowError(f"row {index}: missing field(s) {', '.join(missing)} (send null for a missing value)")
+        prepared: dict[str, Any] = {}
+        for name, value in row.items():
+            try:
+                prepared.update(self.by_name[name].encode(value))
+            except FieldError as error:
+                raise RowError(f"row {index}: {name}: {error}") from None
+        return prepared
+
+    def encode(self, rows: Sequence[Any]) -> EncodedRows:
+        """Dense matrix and ids of `rows` (a bag feature keeps every id of the row)."""
+        prepared = [self.encode_row(row, index) for index, row in enumerate(rows)]
+        dense = np.array(
+            [[values[name] for name in self.dense_features] for values in prepared], dtype=np.float32
+        ).reshape(len(prepared), len(self.dense_features))
+        ids = {
+            name: [values[name] if isinstance(values[name], list) else [values[name]] for values in prepared]
+            for name in self.sparse_features
+        }
+        return EncodedRows(dense, ids)
