@@ -57,7 +57,6 @@ class Label(Kind):
     """The click label: `negative` or `positive` (0/1, or libFM's -1/1), required; prepared as 0.0 or 1.0."""
 
     serving = "label"
-
     role: Role = "label"
     positive: int = 1
     negative: int = 0
@@ -78,7 +77,6 @@ class Threshold(Kind):
     """A numeric score turned into the label: 1.0 at or above `threshold` (MovieLens: rating >= 4 is a click)."""
 
     serving = "label"
-
     typed = False
     role: Role = "label"
     threshold: float = 4.0
@@ -104,7 +102,6 @@ class Order(Kind):
     """A required integer that orders the rows (a timestamp), then dropped."""
 
     serving = "ignored"
-
     role: Role = "order"
 
     def problem(self, raw: pl.Expr, parsed: pl.Expr) -> pl.Expr:
@@ -116,7 +113,6 @@ class Count(Kind):
     """A non-negative count as a dense feature: log(1 + max(x, 0)), missing -> 0 (Criteo's I1..I13)."""
 
     serving = "count"
-
     role: Role = "dense"
 
     def prepared(self, name: str) -> list[pl.Expr]:
@@ -128,7 +124,6 @@ class Hex(Kind):
     """An unsigned hex string of at most 8 digits, as its integer (Criteo's C1..C26, Avazu's ids)."""
 
     serving = "hex"
-
     typed = False
     expected = f"an unsigned hex string of at most {MAX_HEX_DIGITS} digits"
 
@@ -147,7 +142,6 @@ class LibFMIndex(Kind):
     """A libFM `index:1` token, as the index (one-hot fields of a libFM file, such as Frappe's)."""
 
     serving = "libfm_index"
-
     typed = False
     expected = "a libFM 'index:1' token"
 
@@ -160,7 +154,6 @@ class HourOfDay(Kind):
     """Avazu's `hour` (YYMMDDHH): split into the hour of day (0-23) and the weekday (0 = Monday)."""
 
     serving = "hour"
-
     typed = False
     expected = "an hour as YYMMDDHH"
 
@@ -186,7 +179,6 @@ class Ignored(Kind):
     """A field that is read (it counts towards the field count) and dropped, such as Avazu's row id."""
 
     serving = "ignored"
-
     typed = False
 
     def parse(self, column: pl.Expr, typed: bool) -> pl.Expr:
