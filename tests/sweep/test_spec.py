@@ -93,3 +93,13 @@ def test_scalar_table_keys_apply_to_every_strategy_and_formats_are_checked(tmp_p
             load_experiment(write(tmp_path, text))
     experiment = load_experiment(write(tmp_path, '[data]\nraw = ["ratings"]\nformat = "movielens"\n'))
     assert experiment.data.format == "movielens" and experiment.data.raw == (str(raw),)
+
+
+SHIPPED = sorted((Path(__file__).resolve().parents[2] / "experiments").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda path: path.stem)
+def test_every_shipped_experiment_loads_and_expands(path):
+    experiment = load_experiment(path)
+    assert experiment.name == path.stem
+    assert configurations(experiment)
