@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import polars as pl
+
+if TYPE_CHECKING:  # polars is imported where files are read: a served model rebuilds its lookups without it
+    import polars as pl
 
 FREQUENCY_DIRECTORY = "stats"
 
@@ -45,6 +48,8 @@ class FeatureStatistics:
             raise KeyError(f"no statistics for feature {feature!r}; known features: {', '.join(self.features)}")
         if feature not in self._frequencies:
             assert self.directory is not None
+            import polars as pl
+
             frame = pl.read_parquet(self.directory / f"{feature}.parquet")
             self._frequencies[feature] = (frame["id"].to_numpy(), frame["count"].to_numpy())
         return self._frequencies[feature]
@@ -57,6 +62,8 @@ class FeatureStatistics:
 
 def count_ids(rows: pl.LazyFrame, feature: str) -> pl.DataFrame:
     """Id frequencies of one feature (every id of a bag counts), most frequent first."""
+    import polars as pl
+
     ids = pl.col(feature)
     if isinstance(rows.collect_schema()[feature], pl.List):
         rows = rows.select(ids.explode())
@@ -77,3 +84,70 @@ def write_statistics(rows: pl.LazyFrame, features: list[str], directory: Path) -
         frequencies.write_parquet(directory / f"{feature}.parquet")
         cardinalities[feature] = len(frequencies)
     return cardinalities
+
+
+class RecordingStatistics(FeatureStatistics):
+    """Answers from `source` and records every answer a lookup's constructor asked for.
+
+    An exported model keeps only the record, so its lookups can be rebuilt exactly without the
+    prepared cache: vocabularies only of the features asked, full frequencies only where asked.
+    """
+
+    def __init__(self, source: FeatureStatistics) -> None:
+        super().__init__(cardinalities=dict(source.cardinalities))
+        self.source = source
+        self.vocabularies: dict[tuple[str, int], np.ndarray] = {}
+        self.asked_frequencies: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def frequencies(self, feature: str) -> tuple[np.ndarray, np.ndarray]:
+        self.asked_frequencies[feature] = self.source.frequencies(feature)
+        return self.asked_frequencies[feature]
+
+    def vocabulary(self, feature: str, min_count: int) -> np.ndarray:
+        self.vocabularies[(feature, min_count)] = self.source.vocabulary(feature, min_count)
+        return self.vocabularies[(feature, min_count)]
+
+    def to_record(self) -> tuple[dict, dict[str, np.ndarray]]:
+        """(JSON-able index, arrays by key): what `ReplayedStatistics.from_record` needs."""
+        arrays: dict[str, np.ndarray] = {}
+        index: dict = {"cardinalities": self.cardinalities, "vocabularies": [], "frequencies": []}
+        for number, ((feature, min_count), ids) in enumerate(self.vocabularies.items()):
+            arrays[f"vocabulary_{number}"] = ids
+            index["vocabularies"].append({"feature": feature, "min_count": min_count, "key": f"vocabulary_{number}"})
+        for number, (feature, (ids, counts)) in enumerate(self.asked_frequencies.items()):
+            arrays[f"frequency_ids_{number}"], arrays[f"frequency_counts_{number}"] = ids, counts
+            index["frequencies"].append({"feature": feature, "number": number})
+        return index, arrays
+
+
+class ReplayedStatistics(FeatureStatistics):
+    """The recorded answers of `RecordingStatistics`, and nothing else (anything else is an error)."""
+
+    def __init__(self, cardinalities: dict[str, int], vocabularies: dict, frequencies: dict) -> None:
+        super().__init__(cardinalities=dict(cardinalities))
+        self.vocabularies = vocabularies
+        self._frequencies = dict(frequencies)
+
+    @classmethod
+    def from_record(cls, index: dict, arrays: dict[str, np.ndarray]) -> ReplayedStatistics:
+        vocabularies = {
+            (item["feature"], item["min_count"]): np.asarray(arrays[item["key"]]) for item in index["vocabularies"]
+        }
+        frequencies = {
+            item["feature"]: (
+                np.asarray(arrays[f"frequency_ids_{item['number']}"]),
+                np.asarray(arrays[f"frequency_counts_{item['number']}"]),
+            )
+            for item in index["frequencies"]
+        }
+        return cls(index["cardinalities"], vocabularies, frequencies)
+
+    def frequencies(self, feature: str) -> tuple[np.ndarray, np.ndarray]:
+        if feature not in self._frequencies:
+            raise KeyError(f"the recorded statistics hold no frequencies of {feature!r}")
+        return self._frequencies[feature]
+
+    def vocabulary(self, feature: str, min_count: int) -> np.ndarray:
+        if (feature, min_count) not in self.vocabularies:
+            raise KeyError(f"the recorded statistics hold no vocabulary of {feature!r} at min_count {min_count}")
+        return self.vocabularies[(feature, min_count)]
