@@ -60,6 +60,16 @@ def parser() -> argparse.ArgumentParser:
     add_data_commands(commands)
     add_train_command(commands)
     add_sweep_commands(commands)
+    export = commands.add_parser(
+        "export",
+        help="a training checkpoint -> a self-contained inference artifact",
+        description="Write a weights-only inference artifact (manifest.json with sha256 checksums, model.pt, "
+        "statistics.pt) from the latest complete checkpoint in CHECKPOINT (a --checkpoint-dir of `recsys "
+        "train`) or from one epoch-NNNN checkpoint. Loading it needs torch and the model and table code, "
+        "not the prepared data, polars, MLflow or the training code. Pruned tables cannot be exported yet.",
+    )
+    export.add_argument("checkpoint", type=Path, help="checkpoint directory (or one epoch-NNNN/ in it)")
+    export.add_argument("-o", "--output", type=Path, required=True, help="artifact directory to write")
     demo = commands.add_parser(
         "demo",
         help="synthetic data -> prepare -> train full and hashing -> memory-vs-AUC table",
@@ -416,6 +426,7 @@ def main(argv: list[str] | None = None) -> int:
         ("train", None): run_train,
         ("sweep", None): run_sweep_command,
         ("report", None): run_report_command,
+        ("export", None): run_export,
         ("demo", None): run_demo,
     }
     try:
@@ -429,6 +440,17 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+def run_export(arguments: argparse.Namespace) -> None:
+    from recsys.export.artifact import export_checkpoint
+    from recsys.train.distributed import close_process_group
+
+    try:
+        directory = export_checkpoint(arguments.checkpoint, arguments.output)
+    finally:
+        close_process_group()
+    print(f"exported {arguments.checkpoint} to {directory}/ (manifest.json, model.pt, statistics.pt)")
 
 
 def run_demo(arguments: argparse.Namespace) -> None:
