@@ -70,6 +70,18 @@ def parser() -> argparse.ArgumentParser:
     )
     export.add_argument("checkpoint", type=Path, help="checkpoint directory (or one epoch-NNNN/ in it)")
     export.add_argument("-o", "--output", type=Path, required=True, help="artifact directory to write")
+    serve = commands.add_parser(
+        "serve",
+        help="serve an exported model over HTTP (predictions and embedding lookups)",
+        description="Serve an artifact of `recsys export` with FastAPI on uvicorn: POST /v1/predict "
+        '{"rows": [...]}, POST /v1/lookup {"feature": ..., "values": [...]}, GET /v1/metadata, /healthz, '
+        "/metrics (Prometheus). Binds to 127.0.0.1 unless --host says otherwise.",
+    )
+    serve.add_argument("artifact", type=Path, help="artifact directory from `recsys export`")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    serve.add_argument("--max-rows", type=int, default=4096, help="most rows or values per request (default 4096)")
+    serve.add_argument("--max-body-mb", type=int, default=8, help="largest request body in MB (default 8)")
     demo = commands.add_parser(
         "demo",
         help="synthetic data -> prepare -> train full and hashing -> memory-vs-AUC table",
@@ -427,6 +439,7 @@ def main(argv: list[str] | None = None) -> int:
         ("sweep", None): run_sweep_command,
         ("report", None): run_report_command,
         ("export", None): run_export,
+        ("serve", None): run_serve,
         ("demo", None): run_demo,
     }
     try:
@@ -451,6 +464,18 @@ def run_export(arguments: argparse.Namespace) -> None:
     finally:
         close_process_group()
     print(f"exported {arguments.checkpoint} to {directory}/ (manifest.json, model.pt, statistics.pt)")
+
+
+def run_serve(arguments: argparse.Namespace) -> None:
+    import uvicorn
+
+    from recsys.serving.artifact import ServedModel
+    from recsys.serving.server import create_app
+
+    served = ServedModel.load(arguments.artifact)
+    app = create_app(served, max_rows=arguments.max_rows, max_bytes=arguments.max_body_mb << 20)
+    print(f"serving {arguments.artifact} on http://{arguments.host}:{arguments.port} (Ctrl-C stops)", flush=True)
+    uvicorn.run(app, host=arguments.host, port=arguments.port, log_level="warning")
 
 
 def run_demo(arguments: argparse.Namespace) -> None:
