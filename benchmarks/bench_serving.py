@@ -63,9 +63,9 @@ def main() -> None:
         part = rows[:batch]
         encoded = served.encoder.encode(part)
         for step, function in (
-            ("encode", lambda: served.encoder.encode(part)),
-            ("model", lambda: served.predict_encoded(encoded)),
-            ("predict (both)", lambda: served.predict(part)),
+            ("encode", lambda part=part: served.encoder.encode(part)),
+            ("model", lambda encoded=encoded: served.predict_encoded(encoded)),
+            ("predict (both)", lambda part=part: served.predict(part)),
         ):
             seconds = timings(function, repeats)
             p50, p99 = np.percentile(seconds, 50) * 1e3, np.percentile(seconds, 99) * 1e3
