@@ -10,7 +10,6 @@ Nothing in it executes code when loaded. The directory is written under a tempor
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -20,19 +19,9 @@ from torch import nn
 
 from recsys import __version__
 from recsys.data.stats import RecordingStatistics
+from recsys.serving.artifact import FORMAT_VERSION, MANIFEST, sha256
 from recsys.tables import build_lookup
 from recsys.train.job import Job
-
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        while block := stream.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def export_model(job: Job, serving: nn.Module, directory: Path, metrics: dict[str, float] | None = None) -> Path:

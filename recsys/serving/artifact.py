@@ -30,6 +30,15 @@ class ArtifactError(ValueError):
     """An artifact that is incomplete, altered or of another format version."""
 
 
+def sha256(path: Path) -> str:
+    """The hex sha256 of a file, read in blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        while block := stream.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def verified(directory: Path) -> dict:
     """The manifest, after checking that every file it lists has its recorded sha256."""
     path = directory / MANIFEST
@@ -42,7 +51,7 @@ def verified(directory: Path) -> dict:
         file = directory / name
         if not file.is_file():
             raise ArtifactError(f"{file} is missing")
-        if hashlib.sha256(file.read_bytes()).hexdigest() != expected:
+        if sha256(file) != expected:
             raise ArtifactError(f"{file}: checksum mismatch; the artifact was altered or is incomplete")
     return manifest
 

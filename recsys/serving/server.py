@@ -19,14 +19,15 @@ import time
 from collections import Counter
 from typing import Any
 
+import numpy as np
 import torch
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from recsys.data.schema import MISSING_ID
-from recsys.serving.artifact import ServedModel
-from recsys.serving.rows import FieldError, RowError
+from recsys.serving.artifact import ServedModel, features
+from recsys.serving.rows import EncodedRows, FieldError, RowError
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -165,13 +166,8 @@ def create_app(served: ServedModel, max_rows: int = 4096, max_bytes: int = 8 << 
 
 def lookup_features(served: ServedModel, feature: str, bags: list) -> KeyedJaggedTensor:
     """A batch where `feature` holds the looked-up ids and every other feature the missing id."""
-    keys = served.encoder.sparse_features
-    values, lengths = [], []
-    for key in keys:
-        for bag in bags:
-            ids = (bag if isinstance(bag, list) else [bag]) if key == feature else [MISSING_ID]
-            values.extend(ids)
-            lengths.append(len(ids))
-    return KeyedJaggedTensor(
-        keys=keys, values=torch.tensor(values, dtype=torch.int64), lengths=torch.tensor(lengths, dtype=torch.int32)
-    )
+    ids = {
+        key: [bag if isinstance(bag, list) else [bag] for bag in bags] if key == feature else [[MISSING_ID]] * len(bags)
+        for key in served.encoder.sparse_features
+    }
+    return features(EncodedRows(dense=np.zeros((len(bags), 0), dtype=np.float32), ids=ids))
