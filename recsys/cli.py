@@ -3,51 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 from pathlib import Path
 
+from recsys.arguments import TRACKING_HELP, byte_size, int_list, split_fractions
 from recsys.quiet import quiet_libraries
+from recsys.serving_commands import add_serving_commands, run_export, run_predict, run_serve
 
 EXPECTED_ERRORS = (ValueError, FileNotFoundError, FileExistsError)
 """Errors that carry a message for the user (bad input, missing files): shown as one line.
 Anything else is a bug and shows its traceback; RECSYS_DEBUG=1 shows it for these too."""
-
-
-def int_list(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(part) for part in text.split(",") if part)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from error
-
-
-def byte_size(text: str) -> int:
-    """A byte count: 1500000, 1.5e6, 500MB, 2GiB, 64k."""
-    units = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
-    units |= {"kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30}
-    units |= {"tib": 2**40, "b": 1}
-    number = text.strip().lower().rstrip("abgikmt")
-    unit = text.strip().lower()[len(number) :]
-    try:
-        value = float(number) * units[unit]
-    except (ValueError, KeyError):
-        value = math.nan
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"not a size: {text!r}; write e.g. 2GiB, 500MB or 1500000")
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"a size must be positive, got {text!r}")
-    return int(value)
-
-
-def split_fractions(text: str) -> tuple[float, float, float]:
-    try:
-        parts = tuple(float(part) for part in text.split(","))
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(f"expected three comma-separated fractions, got {text!r}") from error
-    if len(parts) != 3:
-        raise argparse.ArgumentTypeError(f"expected three fractions train,val,test; got {text!r}")
-    return parts  # type: ignore[return-value]
 
 
 def parser() -> argparse.ArgumentParser:
@@ -60,28 +26,7 @@ def parser() -> argparse.ArgumentParser:
     add_data_commands(commands)
     add_train_command(commands)
     add_sweep_commands(commands)
-    export = commands.add_parser(
-        "export",
-        help="a training checkpoint -> a self-contained inference artifact",
-        description="Write a weights-only inference artifact (manifest.json with sha256 checksums, model.pt, "
-        "statistics.pt) from the latest complete checkpoint in CHECKPOINT (a --checkpoint-dir of `recsys "
-        "train`) or from one epoch-NNNN checkpoint. Loading it needs torch and the model and table code, "
-        "not the prepared data, polars, MLflow or the training code. Pruned tables cannot be exported yet.",
-    )
-    export.add_argument("checkpoint", type=Path, help="checkpoint directory (or one epoch-NNNN/ in it)")
-    export.add_argument("-o", "--output", type=Path, required=True, help="artifact directory to write")
-    serve = commands.add_parser(
-        "serve",
-        help="serve an exported model over HTTP (predictions and embedding lookups)",
-        description="Serve an artifact of `recsys export` with FastAPI on uvicorn: POST /v1/predict "
-        '{"rows": [...]}, POST /v1/lookup {"feature": ..., "values": [...]}, GET /v1/metadata, /healthz, '
-        "/metrics (Prometheus). Binds to 127.0.0.1 unless --host says otherwise.",
-    )
-    serve.add_argument("artifact", type=Path, help="artifact directory from `recsys export`")
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    serve.add_argument("--port", type=int, default=8080, help="port (default 8080)")
-    serve.add_argument("--max-rows", type=int, default=4096, help="most rows or values per request (default 4096)")
-    serve.add_argument("--max-body-mb", type=int, default=8, help="largest request body in MB (default 8)")
+    add_serving_commands(commands)
     demo = commands.add_parser(
         "demo",
         help="synthetic data -> prepare -> train full and hashing -> memory-vs-AUC table",
@@ -98,9 +43,6 @@ def parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--tracking-uri", help="MLflow store (default: sqlite file mlflow.db here)")
     return root
-
-
-TRACKING_HELP = "MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite file mlflow.db here)"
 
 
 def add_sweep_commands(commands: argparse._SubParsersAction) -> None:
@@ -440,6 +382,7 @@ def main(argv: list[str] | None = None) -> int:
         ("report", None): run_report_command,
         ("export", None): run_export,
         ("serve", None): run_serve,
+        ("predict", None): run_predict,
         ("demo", None): run_demo,
     }
     try:
@@ -453,29 +396,6 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     return 0
-
-
-def run_export(arguments: argparse.Namespace) -> None:
-    from recsys.export.artifact import export_checkpoint
-    from recsys.train.distributed import close_process_group
-
-    try:
-        directory = export_checkpoint(arguments.checkpoint, arguments.output)
-    finally:
-        close_process_group()
-    print(f"exported {arguments.checkpoint} to {directory}/ (manifest.json, model.pt, statistics.pt)")
-
-
-def run_serve(arguments: argparse.Namespace) -> None:
-    import uvicorn
-
-    from recsys.serving.artifact import ServedModel
-    from recsys.serving.server import create_app
-
-    served = ServedModel.load(arguments.artifact)
-    app = create_app(served, max_rows=arguments.max_rows, max_bytes=arguments.max_body_mb << 20)
-    print(f"serving {arguments.artifact} on http://{arguments.host}:{arguments.port} (Ctrl-C stops)", flush=True)
-    uvicorn.run(app, host=arguments.host, port=arguments.port, log_level="warning")
 
 
 def run_demo(arguments: argparse.Namespace) -> None:

@@ -133,7 +133,7 @@ class MLflowTracker(Listener):
         self.flush()
 
     def on_checkpoint(self, path: str, epoch: int) -> None:
-        self.attempt(lambda: self.client.set_tag(self.run_id, "recsys.checkpoint", path))
+        self.attempt(lambda: self.client.set_tag(self.run_id, "recsys.checkpoint", str(Path(path).resolve())))
 
     def on_end(self, failed: bool) -> None:
         if self.run_id is None:

@@ -7,7 +7,7 @@ or a list of ids for a bag feature such as MovieLens genres) under the same bad-
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import polars as pl
@@ -33,10 +33,32 @@ class DatasetFormat:
     read: Reader
     schema: Callable[[list[Path]], DatasetSchema]
     raw_fields: Callable[[list[Path]], list[dict]]
+    scoring: Callable[[bool], Reader]
+    """The reader `recsys predict` uses: rows keep their line (`line`, where the format knows it) and,
+    when not labelled, the files have no label field (Criteo's and Avazu's test files)."""
 
 
 def text_format(text: TextFormat, inputs: str) -> DatasetFormat:
-    return DatasetFormat(text.name, inputs, text.read, lambda _: text.schema, lambda _: text.raw_fields())
+    return DatasetFormat(
+        text.name,
+        inputs,
+        text.read,
+        lambda _: text.schema,
+        lambda _: text.raw_fields(),
+        lambda labelled: scoring_format(text, labelled).read,
+    )
+
+
+def scoring_format(text: TextFormat, labelled: bool) -> TextFormat:
+    """`text` with line numbers, and without its label field when the files carry none."""
+    fields = text.fields if labelled else tuple((name, kind) for name, kind in text.fields if kind.role != "label")
+    return replace(text, fields=fields, line_numbers=True)
+
+
+def movielens_scoring(labelled: bool) -> Reader:
+    if not labelled:
+        raise ValueError("MovieLens ratings always carry their rating (the label); score them labelled")
+    return read_movielens
 
 
 def movielens_has_users(paths: list[Path]) -> bool:
@@ -54,6 +76,7 @@ FORMATS: dict[str, DatasetFormat] = {
         read_movielens,
         lambda paths: movielens_schema(movielens_has_users(paths)),
         lambda paths: movielens_raw_fields(movielens_has_users(paths)),
+        movielens_scoring,
     ),
 }
 

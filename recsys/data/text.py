@@ -248,5 +248,6 @@ def prepared_expressions(text: TextFormat) -> list[pl.Expr]:
     for name, kind in text.fields:
         for expression, (output, _) in zip(kind.prepared(name), kind.outputs(name)):
             expressions[output] = expression.alias(output)
-    order = [name for field, kind in text.fields for name, role in kind.outputs(field) if role == "order"]
-    return [expressions[name] for name in (*text.schema.columns, *order)]
+    outputs = [output for field, kind in text.fields for output in kind.outputs(field)]
+    columns = [name for role in ("label", "dense", "sparse", "order") for name, kind in outputs if kind == role]
+    return [expressions[name] for name in columns]

@@ -19,8 +19,10 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from recsys.data.stats import ReplayedStatistics
 from recsys.models import build_model
+from recsys.serving.quantize import quantize_lookup
 from recsys.serving.rows import EncodedRows, RowEncoder
-from recsys.tables import build_lookup, spec_from_mapping
+from recsys.tables import spec_from_mapping
+from recsys.tables.registry import build_serving_lookup
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -72,11 +74,13 @@ class ServedModel:
         statistics = ReplayedStatistics.from_record(
             manifest["statistics"], {key: value.numpy() for key, value in arrays.items()}
         )
-        lookup = build_lookup(spec_from_mapping(manifest["tables"], where=str(directory / MANIFEST)), statistics)
+        spec = spec_from_mapping(manifest["tables"], where=str(directory / MANIFEST))
+        lookup = build_serving_lookup(spec, statistics, manifest.get("table_shape"))
         model_settings = manifest["model"]
         model = build_model(
             model_settings["name"], lookup, model_settings["dense_features"], model_settings["overrides"]
         )
+        quantize_lookup(lookup, manifest.get("precision", "fp32"))
         model.load_state_dict(torch.load(directory / "model.pt", weights_only=True))
         return cls(model.eval(), RowEncoder.from_dict(manifest["encoder"]), manifest)
 

@@ -118,6 +118,19 @@ class LookupModule(nn.Module, ABC):
         """
         return self
 
+    def serving_shape(self) -> dict[str, int] | None:
+        """What, besides spec and statistics, rebuilding this (serving) form needs before its state loads.
+
+        None for every form that the strategy's constructor builds from the statistics; a compact
+        form that is not (pruned's kept ids) gives its sizes, and `serving_form` takes them back.
+        """
+        return None
+
+    @classmethod
+    def serving_form(cls, spec: TableSpec, statistics: FeatureStatistics, shape: dict[str, int] | None) -> LookupModule:
+        """An empty serving form of this strategy to load a saved serving state into (see `serving_shape`)."""
+        return cls(spec, statistics)
+
     def table_configs(self) -> list[EmbeddingBagConfig]:
         """The torchrec tables of `storage` (what sharding plans and memory reports are made of).
 
@@ -147,3 +160,22 @@ class LookupModule(nn.Module, ABC):
             optimizer_bytes=sum(config.num_embeddings * ROWWISE_ADAGRAD_STATE_BYTES for config in configs),
             full_bytes=self.full_bytes,
         )
+
+
+def lookup_path(model: nn.Module) -> str:
+    """The attribute path of the model's lookup module (every model has exactly one)."""
+    paths = [name for name, module in model.named_modules() if isinstance(module, LookupModule)]
+    if len(paths) != 1:
+        raise ValueError(f"expected one lookup module in the model, found {len(paths)}: {paths}")
+    return paths[0]
+
+
+def lookup_of(model: nn.Module) -> LookupModule:
+    """The model's lookup module, wherever wrapping (DMP) put it."""
+    return model.get_submodule(lookup_path(model))
+
+
+def replace_lookup(model: nn.Module, lookup: LookupModule) -> None:
+    """Put `lookup` where the model's lookup module is (its compact or quantized form)."""
+    parent, _, attribute = lookup_path(model).rpartition(".")
+    setattr(model.get_submodule(parent), attribute, lookup)

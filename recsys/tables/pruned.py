@@ -36,7 +36,13 @@ from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
 
 from recsys.data.stats import FeatureStatistics
-from recsys.tables.budget import FLOAT_BYTES, INDEX_BYTES, ROWWISE_ADAGRAD_STATE_BYTES, budget_bytes
+from recsys.tables.budget import (
+    FLOAT_BYTES,
+    INDEX_BYTES,
+    ROWWISE_ADAGRAD_STATE_BYTES,
+    budget_bytes,
+    full_table_bytes,
+)
 from recsys.tables.full import FullLookup
 from recsys.tables.interface import MemoryReport
 from recsys.tables.jagged import in_order, join_parts, one_bag_per_value, sum_bags
@@ -212,6 +218,14 @@ class PrunedLookup(FullLookup):
             full_bytes=self.full_bytes,
         )
 
+    @classmethod
+    def serving_form(
+        cls, spec: PrunedSpec, statistics: FeatureStatistics, shape: dict[str, int] | None
+    ) -> CompactPrunedLookup:
+        if shape is None:
+            raise ValueError("the serving form of pruned tables needs the kept count per feature (its shape)")
+        return CompactPrunedLookup.of_shape(spec, statistics, shape)
+
     @torch.no_grad()
     def compact(self) -> CompactPrunedLookup:
         """Finish the schedule if it has not, then keep only the kept rows, thresholds applied."""
@@ -239,21 +253,45 @@ class PrunedLookup(FullLookup):
             vocabularies[feature] = self.vocabularies.ids[start + rows[:-1]].cpu().numpy()
             if sharded:
                 sum_over_ranks(tables[feature])
-        return CompactPrunedLookup(self, vocabularies, tables)
+        return CompactPrunedLookup(self.spec, list(self.feature_names), self.full_bytes, vocabularies, tables)
 
 
 class CompactPrunedLookup(FullLookup):
-    """The serving form of `PrunedLookup`: a full lookup over the kept ids, thresholds folded in."""
+    """The serving form of `PrunedLookup`: a full lookup over the kept ids, thresholds folded in.
+
+    Its whole content is its tables and kept vocabularies, both in its state dict; `serving_shape`
+    (the kept count per feature) is all that is needed to rebuild it empty and load that state.
+    """
 
     name = "pruned"
     spec_type = PrunedSpec
 
     def __init__(
-        self, pruned: PrunedLookup, vocabularies: dict[str, np.ndarray], tables: dict[str, torch.Tensor]
+        self,
+        spec: PrunedSpec,
+        feature_names: list[str],
+        full_bytes: int,
+        vocabularies: dict[str, np.ndarray],
+        tables: dict[str, torch.Tensor] | None = None,
     ) -> None:
         nn.Module.__init__(self)
-        self.describe(pruned.spec, list(pruned.feature_names), pruned.full_bytes)
+        self.describe(spec, feature_names, full_bytes)
         self.build_tables(vocabularies)
-        with torch.no_grad():
-            for config in self.configs:
-                self.storage.embedding_bags[config.name].weight.copy_(tables[config.feature_names[0]])
+        if tables is not None:
+            with torch.no_grad():
+                for config in self.configs:
+                    self.storage.embedding_bags[config.name].weight.copy_(tables[config.feature_names[0]])
+
+    @classmethod
+    def of_shape(cls, spec: PrunedSpec, statistics: FeatureStatistics, kept: dict[str, int]) -> CompactPrunedLookup:
+        """An empty compact form with `kept[feature]` ids per feature, to load a saved state into."""
+        placeholders = {feature: np.arange(kept[feature], dtype=np.int64) for feature in statistics.features}
+        return cls(
+            spec,
+            list(statistics.features),
+            full_table_bytes(statistics.cardinalities, spec.embedding_dim),
+            placeholders,
+        )
+
+    def serving_shape(self) -> dict[str, int]:
+        return {feature: self.vocabularies.size(feature) for feature in self.feature_names}

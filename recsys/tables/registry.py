@@ -51,3 +51,10 @@ def build_lookup(spec: TableSpec, statistics: FeatureStatistics) -> LookupModule
     if spec.init_std is not None:
         lookup.initialize_tables(spec.init_std)
     return lookup
+
+
+def build_serving_lookup(
+    spec: TableSpec, statistics: FeatureStatistics, shape: dict[str, int] | None = None
+) -> LookupModule:
+    """The empty serving form of `spec` (its `serving_shape` given), to load an exported state into."""
+    return STRATEGIES[spec.strategy].serving_form(spec, statistics, shape)

@@ -15,10 +15,10 @@ from torchrec.optim.keyed import CombinedOptimizer
 from tqdm import tqdm
 
 from recsys.data.loader import Batch, BatchLoader
-from recsys.tables.interface import MemoryReport
+from recsys.tables.interface import MemoryReport, lookup_of
 from recsys.train.best import EarlyStopping
 from recsys.train.checkpoint import resume, save_checkpoint
-from recsys.train.compaction import lookup_of, serving_model
+from recsys.train.compaction import serving_model
 from recsys.train.config import TrainConfig
 from recsys.train.distributed import (
     compute_device,

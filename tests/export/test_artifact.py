@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from recsys.cli import main
-from recsys.export.artifact import export_checkpoint, export_model
+from recsys.export.artifact import checkpoint_to_export, export_checkpoint, export_model
 from recsys.serving.artifact import ArtifactError, ServedModel, features
 from recsys.tables import spec_from_mapping
 from recsys.train.compaction import serving_model
@@ -25,6 +25,7 @@ TABLES = {
     "qr": {"strategy": "qr", "compression": 10},
     "unified": {"strategy": "unified", "compression": 10},
     "mixed_dim": {"strategy": "mixed_dim", "compression": 2},
+    "pruned": {"strategy": "pruned", "compression": 10, "prune_end": 0.5},
 }
 
 
@@ -42,11 +43,11 @@ def exported(request, synthetic_cache, tmp_path_factory):
     result = train(job)
     directory = tmp_path_factory.mktemp("artifact") / "model"
     export_model(job, serving_model(job, result.model), directory, result.metrics)
-    return result, directory
+    return result, directory, job
 
 
 def test_served_predictions_equal_the_trained_models(exported, synthetic_file):
-    result, directory = exported
+    result, directory, _ = exported
     served = ServedModel.load(directory)
     rows = raw_rows(synthetic_file)
     encoded = served.encoder.encode(rows)
@@ -56,7 +57,7 @@ def test_served_predictions_equal_the_trained_models(exported, synthetic_file):
 
 
 def test_the_artifact_loads_in_a_process_without_training_code(exported, synthetic_file, tmp_path):
-    _, directory = exported
+    _, directory, _ = exported
     rows = raw_rows(synthetic_file, 20)
     (tmp_path / "rows.json").write_text(json.dumps(rows))
     code = (
@@ -74,7 +75,7 @@ def test_the_artifact_loads_in_a_process_without_training_code(exported, synthet
 
 
 def test_an_altered_artifact_is_refused(exported, tmp_path):
-    _, directory = exported
+    _, directory, _ = exported
     copy = tmp_path / "copy"
     subprocess.run(["cp", "-r", str(directory), str(copy)], check=True)
     data = bytearray((copy / "model.pt").read_bytes())
@@ -84,6 +85,29 @@ def test_an_altered_artifact_is_refused(exported, tmp_path):
         ServedModel.load(copy)
     with pytest.raises(ArtifactError, match="not an exported model"):
         ServedModel.load(tmp_path)
+
+
+@pytest.mark.parametrize("precision", ["int8", "fp16"])
+def test_quantized_tables_serve_close_to_fp32_and_record_what_they_cost(exported, synthetic_file, tmp_path, precision):
+    result, directory, job = exported
+    quantized = export_model(job, serving_model(job, result.model), tmp_path / precision, precision=precision)
+    served, exact = ServedModel.load(quantized), ServedModel.load(directory)
+    rows = raw_rows(synthetic_file)
+    difference = (served.predict(rows) - exact.predict(rows)).abs()
+    assert 0 < difference.max() < 0.02
+    manifest = served.manifest
+    report = manifest["quantization"]
+    assert manifest["precision"] == precision and report["precision"] == precision
+    assert report["fp32"]["auc"] == pytest.approx(result.metrics["test/auc"], abs=1e-6)
+    assert abs(report["auc_change"]) < 0.01
+    assert report["auc_change"] == pytest.approx(report["quantized"]["auc"] - report["fp32"]["auc"])
+    row_bytes = {"int8": lambda dim: dim + 4, "fp16": lambda dim: 2 * dim}[precision]  # int8: fp16 scale and bias
+    expected = sum(
+        config.num_embeddings * -(-row_bytes(config.embedding_dim) // 4) * 4  # rows padded to 4 bytes
+        for config in served.model.lookup.table_configs()
+    )
+    assert manifest["memory"]["table_bytes"] == expected < exact.manifest["memory"]["table_bytes"] / 1.9
+    assert (quantized / "model.pt").stat().st_size < (directory / "model.pt").stat().st_size
 
 
 def test_a_checkpoint_exports_the_model_it_holds(synthetic_cache, synthetic_file, tmp_path):
@@ -98,14 +122,34 @@ def test_a_checkpoint_exports_the_model_it_holds(synthetic_cache, synthetic_file
     assert served.manifest["metrics"]["val/auc"] == pytest.approx(result.metrics["val/auc"])
 
 
-def test_the_export_command_writes_an_artifact_and_refuses_pruned_tables(synthetic_cache, tmp_path, capsys):
-    for strategy, tables in (("full", TABLES["full"]), ("pruned", {"strategy": "pruned", "compression": 2})):
-        checkpoints = tmp_path / strategy
-        config = TrainConfig(epochs=1, batch_size=4096, progress=False, checkpoint_dir=str(checkpoints))
-        train(Job(synthetic_cache, spec_from_mapping(tables), "dlrm", config, dict(SMALL_MODEL)))
-        code = main(["export", str(checkpoints), "-o", str(tmp_path / f"{strategy}-model")])
-        if strategy == "full":
-            assert code == 0 and ServedModel.load(tmp_path / "full-model").manifest["tables"]["strategy"] == "full"
-        else:
-            assert code == 2 and "pruned tables" in capsys.readouterr().err
-            assert not (tmp_path / "pruned-model").exists()
+def test_the_export_command_writes_an_artifact_of_the_compact_form(synthetic_cache, tmp_path):
+    checkpoints = tmp_path / "checkpoints"
+    config = TrainConfig(epochs=1, batch_size=4096, progress=False, checkpoint_dir=str(checkpoints))
+    result = train(Job(synthetic_cache, spec_from_mapping(TABLES["pruned"]), "dlrm", config, dict(SMALL_MODEL)))
+    assert main(["export", str(checkpoints), "-o", str(tmp_path / "model")]) == 0
+    served = ServedModel.load(tmp_path / "model")
+    report = served.model.lookup.memory_report()
+    assert served.manifest["tables"]["strategy"] == "pruned" and report.compression >= 10
+    assert report.total_bytes == result.metrics["compact/table/total_bytes"]
+
+
+def test_export_refuses_a_directory_without_checkpoints(tmp_path, capsys):
+    assert main(["export", str(tmp_path), "-o", str(tmp_path / "model")]) == 2
+    assert "no complete checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "model").exists()
+
+
+def fake_checkpoint(directory, epoch: int, patience: int | None, best_epoch: int) -> None:
+    """The progress file of a complete checkpoint (all `checkpoint_to_export` reads)."""
+    path = directory / f"epoch-{epoch:04d}"
+    path.mkdir(parents=True)
+    progress = {"epoch": epoch, "job": {"train": {"patience": patience}}, "early_stopping": {"best_epoch": best_epoch}}
+    (path / "progress.json").write_text(json.dumps(progress))
+
+
+@pytest.mark.parametrize(("patience", "expected"), [(2, "epoch-0002"), (None, "epoch-0004")])
+def test_the_best_epoch_is_exported_when_early_stopping_chose_one(tmp_path, patience, expected):
+    for epoch in range(1, 5):
+        fake_checkpoint(tmp_path, epoch, patience, best_epoch=2)
+    assert checkpoint_to_export(tmp_path) == tmp_path / expected
+    assert checkpoint_to_export(tmp_path / "epoch-0003") == tmp_path / "epoch-0003"

@@ -1,0 +1,43 @@
+"""Argument types and help shared by the `recsys` commands: sizes, lists, fractions, the tracking store."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+TRACKING_HELP = "MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite file mlflow.db here)"
+
+
+def int_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(",") if part)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from error
+
+
+def byte_size(text: str) -> int:
+    """A byte count: 1500000, 1.5e6, 500MB, 2GiB, 64k."""
+    units = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12}
+    units |= {"kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+    units |= {"tib": 2**40, "b": 1}
+    number = text.strip().lower().rstrip("abgikmt")
+    unit = text.strip().lower()[len(number) :]
+    try:
+        value = float(number) * units[unit]
+    except (ValueError, KeyError):
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"not a size: {text!r}; write e.g. 2GiB, 500MB or 1500000")
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"a size must be positive, got {text!r}")
+    return int(value)
+
+
+def split_fractions(text: str) -> tuple[float, float, float]:
+    try:
+        parts = tuple(float(part) for part in text.split(","))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"expected three comma-separated fractions, got {text!r}") from error
+    if len(parts) != 3:
+        raise argparse.ArgumentTypeError(f"expected three fractions train,val,test; got {text!r}")
+    return parts  # type: ignore[return-value]

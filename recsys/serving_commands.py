@@ -1,0 +1,207 @@
+"""The `recsys export`, `recsys serve` and `recsys predict` commands: arguments and what they print."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from recsys.arguments import TRACKING_HELP
+
+
+def add_serving_commands(commands: argparse._SubParsersAction) -> None:
+    add_export_command(commands)
+    add_serve_command(commands)
+    add_predict_command(commands)
+
+
+def add_export_command(commands: argparse._SubParsersAction) -> None:
+    export = commands.add_parser(
+        "export",
+        help="a trained model (MLflow run or checkpoint) -> a self-contained inference artifact",
+        description="Write a weights-only inference artifact (manifest.json with sha256 checksums, model.pt, "
+        "statistics.pt) of a trained model: the tables in their serving form (pruned tables compacted), "
+        "everything needed to turn raw values into ids as training did, metadata and metrics. SOURCE is an "
+        "MLflow run id (a run trained with --checkpoint-dir; the artifact is then also logged to that run as "
+        "an MLflow pyfunc model) or a checkpoint directory (--checkpoint-dir of `recsys train`, or one "
+        "epoch-NNNN/ in it). The best epoch is exported when early stopping chose one. Loading the artifact "
+        "needs torch, torchrec and the model and table code; not the prepared data, polars, MLflow or the "
+        "training code.",
+    )
+    export.add_argument("source", help="MLflow run id, or checkpoint directory (or one epoch-NNNN/ in it)")
+    export.add_argument("-o", "--output", type=Path, required=True, help="artifact directory to write")
+    export.add_argument(
+        "--quantize",
+        choices=("int8", "fp16"),
+        help="store the tables in int8 (with a per-row scale and bias) or fp16; the change in test AUC "
+        "against fp32 is measured and recorded in the manifest (default: fp32, as trained)",
+    )
+    export.add_argument("--tracking-uri", help=TRACKING_HELP)
+    export.add_argument(
+        "--no-mlflow-model", action="store_true", help="with a run id: do not log the pyfunc model to the run"
+    )
+    export.add_argument("--model-name", help="pyfunc model name in the run (default model, or model-int8/-fp16)")
+
+
+def add_serve_command(commands: argparse._SubParsersAction) -> None:
+    serve = commands.add_parser(
+        "serve",
+        help="serve an exported model over HTTP (predictions and embedding lookups)",
+        description="Serve an artifact of `recsys export` with FastAPI on uvicorn: POST /v1/predict "
+        '{"rows": [...]}, POST /v1/lookup {"feature": ..., "values": [...]}, GET /v1/metadata, /healthz, '
+        "/metrics (Prometheus). Binds to 127.0.0.1 unless --host says otherwise. An artifact whose files do "
+        "not match their checksums is refused.",
+    )
+    serve.add_argument("artifact", type=Path, help="artifact directory from `recsys export`")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    serve.add_argument("--max-rows", type=int, default=4096, help="most rows or values per request (default 4096)")
+    serve.add_argument("--max-body-mb", type=int, default=8, help="largest request body in MB (default 8)")
+
+
+def add_predict_command(commands: argparse._SubParsersAction) -> None:
+    predict = commands.add_parser(
+        "predict",
+        help="score raw files with an exported model (offline batch scoring, AUC when labelled)",
+        description="Read raw files of the artifact's dataset format (Criteo TSV, Avazu CSV, ...) exactly as "
+        "`recsys data prepare` reads them, streaming and under the same bad-row policy, and write one row "
+        "per input row (file, line, score, label) to a parquet file. When the files carry labels, test AUC "
+        "and log loss are printed; --evaluate also records them in MLflow.",
+    )
+    predict.add_argument("artifact", type=Path, help="artifact directory from `recsys export`")
+    predict.add_argument("files", type=Path, nargs="+", help="raw files in the artifact's dataset format")
+    predict.add_argument("-o", "--output", type=Path, required=True, help="parquet file to write, e.g. scores.parquet")
+    predict.add_argument(
+        "--unlabeled", action="store_true", help="the files have no label field (Criteo's and Avazu's test files)"
+    )
+    predict.add_argument(
+        "--skip-bad-rows", action="store_true", help="skip malformed rows and count them (default: stop at the first)"
+    )
+    predict.add_argument("--batch-rows", type=int, default=8192, help="rows per model call (default 8192)")
+    predict.add_argument(
+        "--evaluate", action="store_true", help="record AUC and log loss as an MLflow run (needs labelled files)"
+    )
+    predict.add_argument("--tracking-uri", help=TRACKING_HELP)
+    predict.add_argument("--experiment", default="recsys-evaluation", help="MLflow experiment (recsys-evaluation)")
+    predict.add_argument("--run-name", help="MLflow run name (default: evaluate <artifact>)")
+    predict.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run_export(arguments: argparse.Namespace) -> None:
+    from recsys.export.artifact import export_checkpoint
+    from recsys.export.mlflow_model import checkpoint_of_run, log_pyfunc, looks_like_run_id
+    from recsys.tracking import resolve_tracking_uri
+    from recsys.train.distributed import close_process_group
+
+    precision = arguments.quantize or "fp32"
+    source, run_id, tracking_uri = Path(arguments.source), None, None
+    if not source.exists() and looks_like_run_id(arguments.source):
+        run_id, tracking_uri = arguments.source, resolve_tracking_uri(arguments.tracking_uri)
+        source = checkpoint_of_run(run_id, tracking_uri)
+    elif not source.exists():
+        raise FileNotFoundError(f"{source}: no such checkpoint directory (nor an MLflow run id: 32 hex digits)")
+    origin = {"mlflow_run_id": run_id, "tracking_uri": tracking_uri} if run_id else {}
+    try:
+        directory = export_checkpoint(source, arguments.output, precision, origin)
+    finally:
+        close_process_group()
+    print(f"exported {arguments.source} to {directory}/ (manifest.json, model.pt, statistics.pt)")
+    print_quantization(directory)
+    if run_id and not arguments.no_mlflow_model:
+        name = arguments.model_name or ("model" if precision == "fp32" else f"model-{precision}")
+        uri = log_pyfunc(directory, run_id, tracking_uri, name)
+        print(
+            f"logged to MLflow run {run_id} as pyfunc model {name} ({uri}); serve it with\n"
+            f"  mlflow models serve -m {uri} --env-manager local"
+        )
+
+
+def print_quantization(directory: Path) -> None:
+    import json
+
+    from recsys.serving.artifact import MANIFEST
+
+    manifest = json.loads((directory / MANIFEST).read_text())
+    quantization = manifest.get("quantization")
+    if not quantization:
+        print(f"tables: {manifest['memory']['table_bytes']:,} bytes (fp32)")
+        return
+    before, after = quantization["fp32"], quantization["quantized"]
+    print(f"tables: {after['table_bytes']:,} bytes in {quantization['precision']} ({before['table_bytes']:,} in fp32)")
+    if "auc_change" in quantization:
+        print(f"test AUC {before['auc']:.5f} (fp32) -> {after['auc']:.5f}: change {quantization['auc_change']:+.2e}")
+    else:
+        print("test AUC change: not measured (the prepared data has no test rows)")
+
+
+def run_serve(arguments: argparse.Namespace) -> None:
+    import uvicorn
+
+    from recsys.serving.artifact import ServedModel
+    from recsys.serving.server import create_app
+
+    served = ServedModel.load(arguments.artifact)
+    app = create_app(served, max_rows=arguments.max_rows, max_bytes=arguments.max_body_mb << 20)
+    print(f"serving {arguments.artifact} on http://{arguments.host}:{arguments.port} (Ctrl-C stops)", flush=True)
+    uvicorn.run(app, host=arguments.host, port=arguments.port, log_level="warning")
+
+
+def run_predict(arguments: argparse.Namespace) -> None:
+    from tqdm import tqdm
+
+    from recsys.serving.artifact import ServedModel
+    from recsys.serving.scoring import ScoringOptions, score_files
+
+    if arguments.evaluate and arguments.unlabeled:
+        raise ValueError("--evaluate needs labels; the files were declared --unlabeled")
+    if arguments.batch_rows < 1:
+        raise ValueError(f"--batch-rows must be at least 1, got {arguments.batch_rows}")
+    for path in arguments.files:
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such file")
+    tracker = evaluation_tracker(arguments) if arguments.evaluate else None
+    served = ServedModel.load(arguments.artifact)
+    options = ScoringOptions(
+        labelled=not arguments.unlabeled, skip_bad_rows=arguments.skip_bad_rows, batch_rows=arguments.batch_rows
+    )
+    with tqdm(unit="rows", unit_scale=True, desc="predict", disable=arguments.no_progress) as bar:
+        result = score_files(served, arguments.files, arguments.output, options, on_rows=bar.update)
+    print(f"scored {result.rows:,} rows into {result.output}; {result.bad_rows['summary']}")
+    for name, value in result.metrics.items():
+        print(f"{name:>10}: {value:.6g}")
+    if not arguments.unlabeled and not result.metrics:
+        print("no AUC: the labels are all one class", file=sys.stderr)
+    if tracker is not None:
+        run_id = tracker(served.manifest, arguments, result)
+        print(f"MLflow run {run_id}")
+
+
+def evaluation_tracker(arguments: argparse.Namespace):
+    """A function recording an evaluation as an MLflow run (the store is checked now, before scoring)."""
+    from recsys.tracking import connect, resolve_tracking_uri
+
+    tracking_uri = resolve_tracking_uri(arguments.tracking_uri)
+    client, experiment_id = connect(tracking_uri, arguments.experiment)
+
+    def record(manifest: dict, arguments: argparse.Namespace, result) -> str:
+        from mlflow.entities import Metric, Param
+
+        source = manifest.get("source") or {}
+        tags = {"recsys.artifact": str(arguments.artifact.resolve())}
+        if source.get("mlflow_run_id"):
+            tags["recsys.source_run"] = source["mlflow_run_id"]
+        run_name = arguments.run_name or f"evaluate {arguments.artifact.name}"
+        run_id = client.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
+        params = {
+            "files": ",".join(str(path) for path in arguments.files)[:6000],
+            "model": manifest["model"]["name"],
+            "strategy": manifest["tables"]["strategy"],
+            "precision": manifest.get("precision", "fp32"),
+            "bad_rows": result.bad_rows["skipped"],
+        }
+        metrics = [Metric(f"predict/{name}", value, 0, 0) for name, value in result.metrics.items()]
+        client.log_batch(run_id, metrics=metrics, params=[Param(key, str(value)) for key, value in params.items()])
+        client.set_terminated(run_id)
+        return run_id
+
+    return record
