@@ -74,3 +74,33 @@ def bag_cache(tmp_path_factory) -> PreparedCache:
     root = tmp_path_factory.mktemp("movielens_like")
     directory = write_movielens_like(root / "raw")
     return prepare([directory], root / "cache", PrepareOptions(format="movielens"))
+
+
+EXPORTED_TABLES = {
+    "full": {"strategy": "full"},
+    "hashing": {"strategy": "hashing", "compression": 10},
+    "qr": {"strategy": "qr", "compression": 10},
+    "unified": {"strategy": "unified", "compression": 10},
+    "mixed_dim": {"strategy": "mixed_dim", "compression": 2},
+    "pruned": {"strategy": "pruned", "compression": 10, "prune_end": 0.5},
+}
+"""A table spec per strategy: what export and serving are tested with."""
+
+
+@pytest.fixture(scope="session", params=sorted(EXPORTED_TABLES))
+def exported(request, synthetic_cache, tmp_path_factory):
+    """A DLRM trained with each strategy, and its exported artifact: (training result, directory, job)."""
+    from recsys.export.artifact import export_model
+    from recsys.tables import spec_from_mapping
+    from recsys.train.compaction import serving_model
+    from recsys.train.config import TrainConfig
+    from recsys.train.job import Job
+    from recsys.train.loop import train
+    from tests.train.conftest import SMALL_MODEL
+
+    config = TrainConfig(epochs=1, batch_size=512, progress=False)
+    job = Job(synthetic_cache, spec_from_mapping(EXPORTED_TABLES[request.param]), "dlrm", config, dict(SMALL_MODEL))
+    result = train(job)
+    directory = tmp_path_factory.mktemp("artifact") / "model"
+    export_model(job, serving_model(job, result.model), directory, result.metrics)
+    return result, directory, job

@@ -17,16 +17,8 @@ from recsys.train.compaction import serving_model
 from recsys.train.config import TrainConfig
 from recsys.train.job import Job
 from recsys.train.loop import train
+from tests.conftest import EXPORTED_TABLES
 from tests.train.conftest import SMALL_MODEL
-
-TABLES = {
-    "full": {"strategy": "full"},
-    "hashing": {"strategy": "hashing", "compression": 10},
-    "qr": {"strategy": "qr", "compression": 10},
-    "unified": {"strategy": "unified", "compression": 10},
-    "mixed_dim": {"strategy": "mixed_dim", "compression": 2},
-    "pruned": {"strategy": "pruned", "compression": 10, "prune_end": 0.5},
-}
 
 
 def raw_rows(path, count: int = 200) -> list[dict]:
@@ -34,16 +26,6 @@ def raw_rows(path, count: int = 200) -> list[dict]:
     names = ["label", *(f"I{index}" for index in range(1, 14)), *(f"C{index}" for index in range(1, 27))]
     lines = path.read_text().splitlines()[:count]
     return [dict(zip(names, (value or None for value in line.split("\t")))) for line in lines]
-
-
-@pytest.fixture(scope="module", params=sorted(TABLES))
-def exported(request, synthetic_cache, tmp_path_factory):
-    config = TrainConfig(epochs=1, batch_size=512, progress=False)
-    job = Job(synthetic_cache, spec_from_mapping(TABLES[request.param]), "dlrm", config, dict(SMALL_MODEL))
-    result = train(job)
-    directory = tmp_path_factory.mktemp("artifact") / "model"
-    export_model(job, serving_model(job, result.model), directory, result.metrics)
-    return result, directory, job
 
 
 def test_served_predictions_equal_the_trained_models(exported, synthetic_file):
@@ -112,7 +94,7 @@ def test_quantized_tables_serve_close_to_fp32_and_record_what_they_cost(exported
 
 def test_a_checkpoint_exports_the_model_it_holds(synthetic_cache, synthetic_file, tmp_path):
     config = TrainConfig(epochs=1, batch_size=512, progress=False, checkpoint_dir=str(tmp_path / "checkpoints"))
-    job = Job(synthetic_cache, spec_from_mapping(TABLES["hashing"]), "dlrm", config, dict(SMALL_MODEL))
+    job = Job(synthetic_cache, spec_from_mapping(EXPORTED_TABLES["hashing"]), "dlrm", config, dict(SMALL_MODEL))
     result = train(job)
     served = ServedModel.load(export_checkpoint(tmp_path / "checkpoints", tmp_path / "model"))
     encoded = served.encoder.encode(raw_rows(synthetic_file, 50))
@@ -125,7 +107,9 @@ def test_a_checkpoint_exports_the_model_it_holds(synthetic_cache, synthetic_file
 def test_the_export_command_writes_an_artifact_of_the_compact_form(synthetic_cache, tmp_path):
     checkpoints = tmp_path / "checkpoints"
     config = TrainConfig(epochs=1, batch_size=4096, progress=False, checkpoint_dir=str(checkpoints))
-    result = train(Job(synthetic_cache, spec_from_mapping(TABLES["pruned"]), "dlrm", config, dict(SMALL_MODEL)))
+    result = train(
+        Job(synthetic_cache, spec_from_mapping(EXPORTED_TABLES["pruned"]), "dlrm", config, dict(SMALL_MODEL))
+    )
     assert main(["export", str(checkpoints), "-o", str(tmp_path / "model")]) == 0
     served = ServedModel.load(tmp_path / "model")
     report = served.model.lookup.memory_report()

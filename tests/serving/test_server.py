@@ -12,12 +12,17 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from recsys.export.artifact import export_model
-from recsys.serving.artifact import ServedModel
+from recsys.serving.artifact import ServedModel, features
 from recsys.tables import spec_from_mapping
 from recsys.train.compaction import serving_model
 from recsys.train.config import TrainConfig
@@ -42,17 +47,11 @@ def call(url: str, body: bytes | None = None, method: str = "POST") -> tuple[int
         return error.code, error.read()
 
 
-@pytest.fixture(scope="module")
-def server(synthetic_cache, tmp_path_factory):
-    config = TrainConfig(epochs=1, batch_size=4096, progress=False)
-    job = Job(
-        synthetic_cache, spec_from_mapping({"strategy": "qr", "compression": 10}), "dlrm", config, dict(SMALL_MODEL)
-    )
-    result = train(job)
-    directory = tmp_path_factory.mktemp("served") / "model"
-    export_model(job, serving_model(job, result.model), directory, result.metrics)
+@contextmanager
+def running_server(directory: Path, *options: str) -> Iterator[str]:
+    """A `recsys serve` process for the artifact in `directory` on a free port; its base URL until the block ends."""
     port = free_port()
-    command = [sys.executable, "-m", "recsys", "serve", str(directory), "--port", str(port), "--max-rows", "64"]
+    command = [sys.executable, "-m", "recsys", "serve", str(directory), "--port", str(port), *options]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -66,10 +65,35 @@ def server(synthetic_cache, tmp_path_factory):
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"server did not start: {process.stdout.read().decode()[-2000:]}")
             time.sleep(0.3)
-        yield base, ServedModel.load(directory)
+        yield base
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def server(synthetic_cache, tmp_path_factory):
+    config = TrainConfig(epochs=1, batch_size=4096, progress=False)
+    job = Job(
+        synthetic_cache, spec_from_mapping({"strategy": "qr", "compression": 10}), "dlrm", config, dict(SMALL_MODEL)
+    )
+    result = train(job)
+    directory = tmp_path_factory.mktemp("served") / "model"
+    export_model(job, serving_model(job, result.model), directory, result.metrics)
+    with running_server(directory, "--max-rows", "64") as base:
+        yield base, ServedModel.load(directory)
+
+
+def test_every_strategy_serves_over_http_what_it_trained(exported, synthetic_file):
+    result, directory, _ = exported
+    rows = raw_rows(synthetic_file, 50)
+    encoded = ServedModel.load(directory).encoder.encode(rows)
+    with torch.no_grad():
+        trained = torch.sigmoid(result.model(torch.from_numpy(encoded.dense), features(encoded)))
+    with running_server(directory) as base:
+        status, body = call(f"{base}/v1/predict", json.dumps({"rows": rows}).encode())
+    assert status == 200
+    torch.testing.assert_close(torch.tensor(json.loads(body)["probabilities"]), trained, atol=1e-6, rtol=0)
 
 
 def test_predictions_over_http_equal_the_artifact(server, synthetic_file):
@@ -124,3 +148,53 @@ def test_metadata_and_metrics(server):
     text = body.decode()
     assert status == 200 and 'recsys_requests_total{path="/healthz",status="200"}' in text
     assert "recsys_request_seconds_bucket" in text and "recsys_request_errors_total" in text
+
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=12),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4),
+    max_leaves=12,
+)
+FIELDS = ["label", *(f"I{index}" for index in range(1, 14)), *(f"C{index}" for index in range(1, 27)), "other"]
+
+
+def answer_is_sound(base: str, path: str, body: bytes, rows: int | None = None) -> None:
+    """200 with one probability per row, or 4xx with a detail; never a server error."""
+    status, answer = call(f"{base}{path}", body)
+    assert status == 200 or 400 <= status < 500, (path, body[:200], status, answer[:200])
+    decoded = json.loads(answer)
+    if status != 200:
+        assert decoded["detail"]
+    elif path == "/v1/predict" and rows is not None:
+        assert len(decoded["probabilities"]) == rows and all(0 <= value <= 1 for value in decoded["probabilities"])
+
+
+@settings(
+    max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(body=JSON_VALUES)
+def test_any_json_body_gets_an_answer_never_a_server_error(server, body):
+    base, _ = server
+    for path in ("/v1/predict", "/v1/lookup"):
+        answer_is_sound(base, path, json.dumps(body).encode())
+
+
+@settings(
+    max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_valid_rows_with_mutated_fields_get_an_answer_never_a_server_error(server, synthetic_file, data):
+    base, _ = server
+    rows = raw_rows(synthetic_file, 3)
+    for _ in range(data.draw(st.integers(1, 3))):
+        row = rows[data.draw(st.integers(0, len(rows) - 1))]
+        row[data.draw(st.sampled_from(FIELDS))] = data.draw(JSON_VALUES)
+    answer_is_sound(base, "/v1/predict", json.dumps({"rows": rows}).encode(), rows=len(rows))
+    feature = data.draw(st.sampled_from(FIELDS))
+    values = data.draw(st.lists(JSON_VALUES, max_size=5))
+    answer_is_sound(base, "/v1/lookup", json.dumps({"feature": feature, "values": values}).encode())
+    assert call(f"{base}/v1/predict", json.dumps({"rows": raw_rows(synthetic_file, 2)}).encode())[0] == 200
