@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
@@ -80,8 +81,12 @@ class ServedModel:
         model = build_model(
             model_settings["name"], lookup, model_settings["dense_features"], model_settings["overrides"]
         )
-        quantize_lookup(lookup, manifest.get("precision", "fp32"))
+        precision = manifest.get("precision", "fp32")
+        if precision != "fp32":  # the state holds quantized tables: load it into quantized storage
+            quantize_lookup(lookup, precision)
         model.load_state_dict(torch.load(directory / "model.pt", weights_only=True))
+        if precision == "fp32":  # the same numbers, read by fbgemm's fused inference kernel
+            quantize_lookup(lookup, precision)
         return cls(model.eval(), RowEncoder.from_dict(manifest["encoder"]), manifest)
 
     @torch.no_grad()
@@ -97,10 +102,13 @@ class ServedModel:
 def features(encoded: EncodedRows) -> KeyedJaggedTensor:
     """The ids of encoded rows as a KeyedJaggedTensor, feature-major, a bag's ids together."""
     keys = list(encoded.ids)
-    values = [id_ for key in keys for bag in encoded.ids[key] for id_ in bag]
-    lengths = [len(bag) for key in keys for bag in encoded.ids[key]]
+    columns = [encoded.ids[key] for key in keys]
     return KeyedJaggedTensor(
         keys=keys,
-        values=torch.tensor(values, dtype=torch.int64),
-        lengths=torch.tensor(lengths, dtype=torch.int32),
+        values=torch.from_numpy(
+            np.concatenate([column.values for column in columns]) if columns else np.empty(0, np.int64)
+        ),
+        lengths=torch.from_numpy(
+            np.concatenate([column.lengths for column in columns]) if columns else np.empty(0, np.int32)
+        ),
     )

@@ -141,6 +141,55 @@ SCALAR_KINDS: dict[str, Callable[[Any], Any]] = {
 }
 
 
+def plain_integers(values: list) -> np.ndarray | None:
+    """`values` as int64 with None as 0 when every one is a JSON integer or null in int64 range; else None."""
+    if not set(map(type, values)) <= {int, type(None)}:
+        return None
+    try:
+        return np.array([0 if value is None else value for value in values], dtype=np.int64)
+    except OverflowError:
+        return None
+
+
+def count_column(values: list) -> np.ndarray:
+    """`count` over a batch: log1p of the distinct values only, with math.log1p as `count` (and prepare) use."""
+    integers = plain_integers(values)
+    if integers is None:
+        return np.array([count(value) for value in values], dtype=np.float32).reshape(len(values))
+    distinct, inverse = np.unique(np.maximum(integers, 0), return_inverse=True)
+    logs = np.array([math.log1p(float(value)) for value in distinct.tolist()], dtype=np.float64)
+    return logs.astype(np.float32)[inverse].reshape(len(values))
+
+
+def integer_column(values: list) -> np.ndarray:
+    integers = plain_integers(values)
+    if integers is None:
+        return np.array([integer(value) for value in values], dtype=np.int64).reshape(len(values))
+    missing = np.fromiter((value is None for value in values), dtype=bool, count=len(values))
+    return np.where(missing, MISSING_ID, integers)
+
+
+HEX_COLUMN = re.compile(r"(?:[0-9a-fA-F]{0,8}\n)*")
+
+
+def hex_column(values: list) -> np.ndarray:
+    """`hexadecimal` over a batch: one regular-expression check of all the strings, then int(value, 16)."""
+    strings = ["" if value is None else value for value in values]
+    if set(map(type, strings)) <= {str}:
+        joined = "\n".join(strings) + "\n"
+        if joined.count("\n") == len(strings) and HEX_COLUMN.fullmatch(joined):
+            return np.array([int(value, 16) if value else MISSING_ID for value in strings], dtype=np.int64)
+    return np.array([hexadecimal(value) for value in values], dtype=np.int64).reshape(len(values))
+
+
+COLUMN_KINDS: dict[str, Callable[[list], np.ndarray]] = {
+    "count": count_column,
+    "integer": integer_column,
+    "hex": hex_column,
+}
+"""Kinds with a batch conversion; the others convert value by value."""
+
+
 @dataclass(frozen=True)
 class RawField:
     """One raw input field: its name, kind and the prepared features it becomes."""
@@ -161,20 +210,64 @@ class RawField:
             return dict(zip(self.outputs, hour(value)))
         return {self.outputs[0]: SCALAR_KINDS[self.kind](value)}
 
+    def encode_column(self, values: list) -> dict[str, np.ndarray | list]:
+        """The prepared values of this field over a batch: a float32 or int64 array per output, a list per bag."""
+        if self.kind in COLUMN_KINDS:
+            return {self.outputs[0]: COLUMN_KINDS[self.kind](values)}
+        if self.kind == "hour":
+            pairs = [hour(value) for value in values]
+            return {
+                output: np.array([pair[index] for pair in pairs], dtype=np.int64).reshape(len(values))
+                for index, output in enumerate(self.outputs)
+            }
+        converted = [SCALAR_KINDS[self.kind](value) for value in values]
+        if self.kind == "string_bag":
+            return {self.outputs[0]: converted}
+        return {self.outputs[0]: np.array(converted, dtype=np.int64).reshape(len(values))}
+
     def to_dict(self) -> dict:
         return {"name": self.name, "kind": self.kind, "outputs": list(self.outputs)}
 
 
 @dataclass
+class FeatureIds:
+    """The ids of one sparse feature over a batch: all of them in row order, and how many each row has."""
+
+    values: np.ndarray
+    """int64"""
+    lengths: np.ndarray
+    """int32, one per row (1 for a scalar feature, the bag size for a bag)"""
+
+    @classmethod
+    def of(cls, column: np.ndarray | list) -> FeatureIds:
+        """From one id per row (an int64 array) or a list per row (a bag)."""
+        if isinstance(column, np.ndarray):
+            return cls(column.astype(np.int64, copy=False), np.ones(len(column), dtype=np.int32))
+        lengths = np.fromiter(map(len, column), dtype=np.int32, count=len(column))
+        values = np.fromiter((id_ for bag in column for id_ in bag), dtype=np.int64, count=int(lengths.sum()))
+        return cls(values, lengths)
+
+    def bags(self) -> list[list[int]]:
+        """Each row's ids as a list (for reading and tests)."""
+        ends = np.cumsum(self.lengths)
+        return [self.values[end - length : end].tolist() for end, length in zip(ends, self.lengths)]
+
+
+@dataclass
 class EncodedRows:
-    """Model inputs of a batch: dense [B, D] float32 and, per sparse feature, each row's ids."""
+    """Model inputs of a batch: dense [B, D] float32 and the ids of each sparse feature."""
 
     dense: np.ndarray
-    ids: dict[str, list[list[int]]]
+    ids: dict[str, FeatureIds]
 
 
 class RowEncoder:
-    """Encodes JSON rows into the prepared features a model was trained on."""
+    """Encodes JSON rows into the prepared features a model was trained on.
+
+    A batch is encoded column by column: each field's values are checked and converted together
+    (numpy where the values allow it), which is several times faster than row by row. When a value
+    is refused, the batch is encoded again row by row to name the first bad row and field exactly.
+    """
 
     def __init__(self, fields: Sequence[RawField], dense_features: Sequence[str], sparse_features: Sequence[str]):
         self.fields = list(fields)
@@ -186,6 +279,8 @@ class RowEncoder:
         if absent:
             raise ValueError(f"no raw field produces the model's feature(s) {', '.join(absent)}")
         self.required = [field.name for field in self.fields if field.kind not in IGNORED_KINDS]
+        self.required_names = frozenset(self.required)
+        self.encoded_fields = [field for field in self.fields if field.kind not in IGNORED_KINDS]
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> RowEncoder:
@@ -201,6 +296,17 @@ class RowEncoder:
 
     def encode_row(self, row: Any, index: int = 0) -> dict[str, Any]:
         """The prepared values of one row; RowError names what is wrong."""
+        self.check_row(row, index)
+        prepared: dict[str, Any] = {}
+        for name, value in row.items():
+            try:
+                prepared.update(self.by_name[name].encode(value))
+            except FieldError as error:
+                raise RowError(f"row {index}: {name}: {error}") from None
+        return prepared
+
+    def check_row(self, row: Any, index: int) -> None:
+        """RowError unless `row` is an object with every required field and no unknown one."""
         if not isinstance(row, Mapping):
             raise RowError(f"row {index}: expected an object keyed by field name, got {type(row).__name__}")
         unknown = [name for name in row if name not in self.by_name]
@@ -211,22 +317,22 @@ class RowEncoder:
         missing = [name for name in self.required if name not in row]
         if missing:
             raise RowError(f"row {index}: missing field(s) {', '.join(missing)} (send null for a missing value)")
-        prepared: dict[str, Any] = {}
-        for name, value in row.items():
-            try:
-                prepared.update(self.by_name[name].encode(value))
-            except FieldError as error:
-                raise RowError(f"row {index}: {name}: {error}") from None
-        return prepared
 
     def encode(self, rows: Sequence[Any]) -> EncodedRows:
         """Dense matrix and ids of `rows` (a bag feature keeps every id of the row)."""
-        prepared = [self.encode_row(row, index) for index, row in enumerate(rows)]
-        dense = np.array(
-            [[values[name] for name in self.dense_features] for values in prepared], dtype=np.float32
-        ).reshape(len(prepared), len(self.dense_features))
-        ids = {
-            name: [values[name] if isinstance(values[name], list) else [values[name]] for values in prepared]
-            for name in self.sparse_features
-        }
-        return EncodedRows(dense, ids)
+        known = self.by_name.keys()
+        for index, row in enumerate(rows):
+            if not isinstance(row, dict) or not (row.keys() <= known and self.required_names <= row.keys()):
+                self.check_row(row, index)
+        outputs: dict[str, Any] = {}
+        try:
+            for field in self.encoded_fields:
+                outputs.update(field.encode_column([row[field.name] for row in rows]))
+        except FieldError:
+            for index, row in enumerate(rows):
+                self.encode_row(row, index)  # raises the RowError of the first bad row
+            raise
+        dense = np.empty((len(rows), len(self.dense_features)), dtype=np.float32)
+        for column, name in enumerate(self.dense_features):
+            dense[:, column] = outputs[name]
+        return EncodedRows(dense, {name: FeatureIds.of(outputs[name]) for name in self.sparse_features})

@@ -27,7 +27,7 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from recsys.data.schema import MISSING_ID
 from recsys.serving.artifact import ServedModel, features
-from recsys.serving.rows import EncodedRows, FieldError, RowError
+from recsys.serving.rows import EncodedRows, FeatureIds, FieldError, RawField, RowError
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -141,12 +141,9 @@ def create_app(served: ServedModel, max_rows: int = 4096, max_bytes: int = 8 << 
             known = [name for name, raw in served.encoder.by_name.items() if raw.outputs[:1] and
                      raw.outputs[0] in served.encoder.sparse_features and len(raw.outputs) == 1]  # fmt: skip
             raise BadRequest(422, f"unknown embedding feature {body.get('feature')!r}; known: {', '.join(known)}")
-        try:
-            bags = [field.encode(value)[field.outputs[0]] for value in values]
-        except FieldError as error:
-            raise BadRequest(422, f"{field.name}: {error}") from None
+        column = encoded_values(field, values)
         with model_lock, torch.no_grad():
-            pooled = served.model.lookup(lookup_features(served, field.outputs[0], bags)).to_dict()
+            pooled = served.model.lookup(lookup_features(served, field.outputs[0], column)).to_dict()
         return JSONResponse({"feature": field.name, "vectors": pooled[field.outputs[0]].tolist()})
 
     @app.get("/v1/metadata")
@@ -164,10 +161,25 @@ def create_app(served: ServedModel, max_rows: int = 4096, max_bytes: int = 8 << 
     return app
 
 
-def lookup_features(served: ServedModel, feature: str, bags: list) -> KeyedJaggedTensor:
+def encoded_values(field: RawField, values: list) -> dict:
+    """The field's prepared ids of `values`; a 422 naming the first refused value."""
+    try:
+        return field.encode_column(values)
+    except FieldError:
+        for index, value in enumerate(values):
+            try:
+                field.encode(value)
+            except FieldError as error:
+                raise BadRequest(422, f"values[{index}]: {field.name}: {error}") from None
+        raise
+
+
+def lookup_features(served: ServedModel, feature: str, column: dict) -> KeyedJaggedTensor:
     """A batch where `feature` holds the looked-up ids and every other feature the missing id."""
+    looked_up = FeatureIds.of(column[feature])
+    rows = len(looked_up.lengths)
     ids = {
-        key: [bag if isinstance(bag, list) else [bag] for bag in bags] if key == feature else [[MISSING_ID]] * len(bags)
+        key: looked_up if key == feature else FeatureIds.of(np.full(rows, MISSING_ID, dtype=np.int64))
         for key in served.encoder.sparse_features
     }
-    return features(EncodedRows(dense=np.zeros((len(bags), 0), dtype=np.float32), ids=ids))
+    return features(EncodedRows(dense=np.zeros((rows, 0), dtype=np.float32), ids=ids))

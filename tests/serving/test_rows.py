@@ -8,6 +8,8 @@ import sys
 import numpy as np
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from recsys.data.bad_rows import BadRowTally, MalformedRowError
 from recsys.data.fields import Count, Hex, HourOfDay, Kind, Label, LibFMIndex
@@ -51,7 +53,7 @@ def test_each_value_is_accepted_and_encoded_exactly_as_prepare_does(tmp_path, ki
         for name in text.schema.dense_features:
             assert encoded.dense[0, text.schema.dense_features.index(name)] == prepared[name][0], (value, name)
         for name in text.schema.sparse_features:
-            assert encoded.ids[name] == [[prepared[name][0]]], (value, name)
+            assert encoded.ids[name].bags() == [[prepared[name][0]]], (value, name)
 
 
 @pytest.mark.parametrize("name", ["criteo", "avazu", "frappe"])
@@ -82,7 +84,7 @@ def test_real_rows_encode_as_prepared(tmp_path, name):
     if expected_dense is not None:
         np.testing.assert_array_equal(encoded.dense, expected_dense.astype(np.float32))
     for feature in schema.sparse_features:
-        assert [bag[0] for bag in encoded.ids[feature]] == prepared[feature].to_list(), feature
+        assert encoded.ids[feature].values.tolist() == prepared[feature].to_list(), feature
 
 
 def test_movielens_rows_with_genre_names_encode_as_prepared(tmp_path):
@@ -106,13 +108,17 @@ def test_movielens_rows_with_genre_names_encode_as_prepared(tmp_path):
         }  # fmt: skip
     ).encode(rows)
     assert encoded.dense.shape == (len(rows), 0)
-    assert encoded.ids["genres"] == prepared["genres"].to_list()
+    assert encoded.ids["genres"].bags() == prepared["genres"].to_list()
     for feature in ("userId", "movieId", "year"):
-        assert [bag[0] for bag in encoded.ids[feature]] == prepared[feature].to_list()
+        assert encoded.ids[feature].values.tolist() == prepared[feature].to_list()
 
 
 @pytest.fixture
 def criteo_encoder() -> RowEncoder:
+    return make_criteo_encoder()
+
+
+def make_criteo_encoder() -> RowEncoder:
     raw_format = FORMATS["criteo"]
     schema = raw_format.schema([])
     return RowEncoder.from_dict(
@@ -149,7 +155,7 @@ def test_bad_rows_are_named_errors(criteo_encoder, row, message):
 
 def test_labels_are_accepted_and_ignored_and_missing_values_are_allowed(criteo_encoder):
     encoded = criteo_encoder.encode([criteo_row(label=1, I1=None, C1=None, C2="")])
-    assert encoded.dense[0, 0] == 0.0 and encoded.ids["C1"] == [[-1]] and encoded.ids["C2"] == [[-1]]
+    assert encoded.dense[0, 0] == 0.0 and encoded.ids["C1"].bags() == [[-1]] and encoded.ids["C2"].bags() == [[-1]]
 
 
 def test_serving_encoder_imports_neither_polars_nor_training_code():
@@ -179,4 +185,49 @@ def test_a_prepared_cache_records_the_encoder_of_its_raw_rows(synthetic_cache):
         }  # fmt: skip
     )
     encoded = encoder.encode([criteo_row(I1=0, C1="0000000a")])
-    assert encoded.dense[0, 0] == 0.0 and encoded.ids["C1"] == [[10]] and len(encoded.ids) == 26
+    assert encoded.dense[0, 0] == 0.0 and encoded.ids["C1"].bags() == [[10]] and len(encoded.ids) == 26
+
+
+RAW_VALUES = st.one_of(
+    st.none(),
+    st.integers(min_value=-(2**64), max_value=2**64),
+    st.sampled_from([*INTEGERS, *HEXES, True, 1.5, float("nan"), [], {}, "1\n", "a\nb"]),
+    st.text(alphabet="0123456789abcdefABCDEFx+- \n", max_size=10),
+)
+
+
+def encoded_row_by_row(encoder: RowEncoder, rows: list[dict]) -> tuple[np.ndarray, dict[str, list]]:
+    """The slow reference: every row alone through `encode_row`."""
+    prepared = [encoder.encode_row(row, index) for index, row in enumerate(rows)]
+    dense = np.array([[values[name] for name in encoder.dense_features] for values in prepared], dtype=np.float32)
+    return dense.reshape(len(rows), -1), {
+        name: [[values[name]] for values in prepared] for name in encoder.sparse_features
+    }
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(
+    changes=st.lists(
+        st.tuples(
+            st.integers(0, 7),
+            st.sampled_from([f"I{i}" for i in range(1, 14)] + [f"C{i}" for i in range(1, 27)]),
+            RAW_VALUES,
+        ),
+        max_size=6,
+    )  # fmt: skip
+)
+def test_batches_encode_as_their_rows_do_alone_and_fail_at_the_same_row(changes):
+    encoder = make_criteo_encoder()
+    rows = [criteo_row(I1=row, C1=f"{row:08x}") for row in range(8)]
+    for row, field, value in changes:
+        rows[row][field] = value
+    try:
+        expected = encoded_row_by_row(encoder, rows)
+    except RowError as error:
+        with pytest.raises(RowError) as raised:
+            encoder.encode(rows)
+        assert str(raised.value) == str(error)
+        return
+    encoded = encoder.encode(rows)
+    np.testing.assert_array_equal(encoded.dense, expected[0])
+    assert {name: ids.bags() for name, ids in encoded.ids.items()} == expected[1]
