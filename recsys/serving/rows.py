@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import itertools
 import math
+import operator
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -141,7 +143,7 @@ SCALAR_KINDS: dict[str, Callable[[Any], Any]] = {
 }
 
 
-def plain_integers(values: list) -> np.ndarray | None:
+def plain_integers(values: Sequence) -> np.ndarray | None:
     """`values` as int64 with None as 0 when every one is a JSON integer or null in int64 range; else None."""
     if not set(map(type, values)) <= {int, type(None)}:
         return None
@@ -151,7 +153,7 @@ def plain_integers(values: list) -> np.ndarray | None:
         return None
 
 
-def count_column(values: list) -> np.ndarray:
+def count_column(values: Sequence) -> np.ndarray:
     """`count` over a batch: log1p of the distinct values only, with math.log1p as `count` (and prepare) use."""
     integers = plain_integers(values)
     if integers is None:
@@ -161,7 +163,7 @@ def count_column(values: list) -> np.ndarray:
     return logs.astype(np.float32)[inverse].reshape(len(values))
 
 
-def integer_column(values: list) -> np.ndarray:
+def integer_column(values: Sequence) -> np.ndarray:
     integers = plain_integers(values)
     if integers is None:
         return np.array([integer(value) for value in values], dtype=np.int64).reshape(len(values))
@@ -172,8 +174,9 @@ def integer_column(values: list) -> np.ndarray:
 HEX_COLUMN = re.compile(r"(?:[0-9a-fA-F]{0,8}\n)*")
 
 
-def hex_column(values: list) -> np.ndarray:
-    """`hexadecimal` over a batch: one regular-expression check of all the strings, then int(value, 16)."""
+def hex_column(values: Sequence) -> np.ndarray:
+    """`hexadecimal` over a batch: one regular-expression check of all the strings, then int(value, 16)
+    (a numpy digit-by-digit conversion measured no faster at Criteo's 13k values per 512 rows)."""
     strings = ["" if value is None else value for value in values]
     if set(map(type, strings)) <= {str}:
         joined = "\n".join(strings) + "\n"
@@ -210,7 +213,7 @@ class RawField:
             return dict(zip(self.outputs, hour(value)))
         return {self.outputs[0]: SCALAR_KINDS[self.kind](value)}
 
-    def encode_column(self, values: list) -> dict[str, np.ndarray | list]:
+    def encode_column(self, values: Sequence) -> dict[str, np.ndarray | list]:
         """The prepared values of this field over a batch: a float32 or int64 array per output, a list per bag."""
         if self.kind in COLUMN_KINDS:
             return {self.outputs[0]: COLUMN_KINDS[self.kind](values)}
@@ -279,8 +282,17 @@ class RowEncoder:
         if absent:
             raise ValueError(f"no raw field produces the model's feature(s) {', '.join(absent)}")
         self.required = [field.name for field in self.fields if field.kind not in IGNORED_KINDS]
-        self.required_names = frozenset(self.required)
         self.encoded_fields = [field for field in self.fields if field.kind not in IGNORED_KINDS]
+        self.known_names = frozenset(self.by_name)
+        self.batched_kinds: dict[str, list[int]] = {}
+        for index, field in enumerate(self.encoded_fields):
+            if field.kind in COLUMN_KINDS:
+                self.batched_kinds.setdefault(field.kind, []).append(index)
+        self.other_fields = [index for index, field in enumerate(self.encoded_fields) if field.kind not in COLUMN_KINDS]
+        names = [field.name for field in self.encoded_fields]
+        self.getter = (
+            operator.itemgetter(*names) if len(names) > 1 else (lambda row: tuple(row[name] for name in names))
+        )
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> RowEncoder:
@@ -318,16 +330,37 @@ class RowEncoder:
         if missing:
             raise RowError(f"row {index}: missing field(s) {', '.join(missing)} (send null for a missing value)")
 
+    def columns(self, rows: Sequence[Any]) -> list[Sequence]:
+        """The values of each encoded field over `rows` (C-level loops: type checks, itemgetter, zip)."""
+        if not (set(map(type, rows)) <= {dict} and all(map(self.known_names.issuperset, rows))):
+            for index, row in enumerate(rows):
+                self.check_row(row, index)
+        try:
+            table = list(map(self.getter, rows))
+        except KeyError:
+            for index, row in enumerate(rows):
+                self.check_row(row, index)  # raises for the first row missing a field
+            raise
+        if not rows:
+            return [[] for _ in self.encoded_fields]
+        return list(zip(*table))
+
+    def encoded_columns(self, columns: list[Sequence], rows: int) -> dict[str, Any]:
+        """Each output feature's values; the fields of one batch-converted kind are converted together
+        (one regular expression and one numpy pass for all 26 Criteo hex fields, not 26)."""
+        outputs: dict[str, Any] = {}
+        for kind, indexes in self.batched_kinds.items():
+            values = list(itertools.chain.from_iterable(columns[index] for index in indexes))
+            converted = COLUMN_KINDS[kind](values).reshape(len(indexes), rows)
+            outputs.update((self.encoded_fields[index].outputs[0], row) for index, row in zip(indexes, converted))
+        for index in self.other_fields:
+            outputs.update(self.encoded_fields[index].encode_column(columns[index]))
+        return outputs
+
     def encode(self, rows: Sequence[Any]) -> EncodedRows:
         """Dense matrix and ids of `rows` (a bag feature keeps every id of the row)."""
-        known = self.by_name.keys()
-        for index, row in enumerate(rows):
-            if not isinstance(row, dict) or not (row.keys() <= known and self.required_names <= row.keys()):
-                self.check_row(row, index)
-        outputs: dict[str, Any] = {}
         try:
-            for field in self.encoded_fields:
-                outputs.update(field.encode_column([row[field.name] for row in rows]))
+            outputs = self.encoded_columns(self.columns(rows), len(rows))
         except FieldError:
             for index, row in enumerate(rows):
                 self.encode_row(row, index)  # raises the RowError of the first bad row
