@@ -20,7 +20,7 @@ demo: $(STAMP)
 	$(VENV)/bin/recsys demo
 
 test: $(STAMP)
-	$(VENV)/bin/ruff check recsys tests benchmarks
+	$(VENV)/bin/ruff check recsys tests benchmarks serving
 	$(VENV)/bin/python -m pytest -q
 
 clean:

@@ -1,18 +1,25 @@
-"""In-process serving latency of an exported model: raw rows -> probabilities (issue: export and serving).
+"""Serving latency and throughput of an exported model, in-process and over HTTP (export and serving issue).
 
-Trains DLRM with full tables for one epoch on a synthetic Criteo-like cache, exports it, loads the
-artifact as `recsys serve` does and times `ServedModel.predict` on raw JSON-like rows at batch 1
-and 512, split into encoding (plain Python) and the model. Targets (2 cores): batch-1 p99 <= 1 ms,
-batch 512 >= 200k rows/s.
+Trains DLRM (default MLPs) with full tables for one epoch on a synthetic Criteo-like cache and
+exports it in fp32 and int8. In-process: `ServedModel` on raw JSON-typed rows (integers as numbers,
+hex strings) at batch 1 and 512, encoding and model timed apart. HTTP: a `recsys serve` process per
+precision, loaded by `serving/loadgen.py` (a separate process, open loop) at fixed rates of batch-1
+requests. Targets (2 cores): in-process batch-1 p99 <= 1 ms, batch 512 >= 200k rows/s, HTTP batch-1
+p99 <= 10 ms at 200 requests/s.
 
-    python benchmarks/bench_serving.py [--rows 100000] [--repeats 300]
+    python benchmarks/bench_serving.py [--rows 100000] [--repeats 1000] [--rates 50,100,200,400] [--seconds 15]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import signal
+import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -33,6 +40,18 @@ from recsys.train.job import Job  # noqa: E402
 from recsys.train.loop import train  # noqa: E402
 
 NAMES = ["label", *(f"I{index}" for index in range(1, 14)), *(f"C{index}" for index in range(1, 27))]
+LOADGEN = Path(__file__).resolve().parents[1] / "serving" / "loadgen.py"
+
+
+def json_rows(path: Path, count: int) -> list[dict]:
+    """Raw rows as a client sends them: counts as JSON numbers, hex ids as strings, missing as null."""
+    rows = []
+    for line in path.read_text().splitlines()[:count]:
+        row = dict(zip(NAMES, (value or None for value in line.split("\t"))))
+        rows.append(
+            {name: int(value) if name[0] in "Il" and value is not None else value for name, value in row.items()}
+        )
+    return rows
 
 
 def timings(function, repeats: int) -> np.ndarray:
@@ -44,32 +63,88 @@ def timings(function, repeats: int) -> np.ndarray:
     return np.array(seconds)
 
 
+def in_process(directories: dict[str, Path], rows: list[dict], repeats: int) -> None:
+    print("| tables | batch | step | p50 ms | p99 ms | rows/s |")
+    print("|---|---:|---|---:|---:|---:|")
+    for precision, directory in directories.items():
+        served = ServedModel.load(directory)
+        for batch, count in ((1, repeats), (512, max(repeats // 10, 20))):
+            part = rows[:batch]
+            encoded = served.encoder.encode(part)
+            for step, function in (
+                ("encode", lambda part=part, served=served: served.encoder.encode(part)),
+                ("model", lambda encoded=encoded, served=served: served.predict_encoded(encoded)),
+                ("predict (both)", lambda part=part, served=served: served.predict(part)),
+            ):
+                function()
+                seconds = timings(function, count)
+                p50, p99 = np.percentile(seconds, 50) * 1e3, np.percentile(seconds, 99) * 1e3
+                print(f"| {precision} | {batch} | {step} | {p50:.3f} | {p99:.3f} | {batch / np.median(seconds):,.0f} |")
+
+
+def over_http(directories: dict[str, Path], rows: list[dict], rates: str, seconds: float) -> None:
+    body = WORKDIR / "serving-request.json"
+    body.write_text(json.dumps({"rows": rows[:1]}))
+    print("| tables | rate req/s | achieved | errors | p50 ms | p90 ms | p99 ms | max ms |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for precision, directory in directories.items():
+        port = 8765
+        server = subprocess.Popen(
+            [sys.executable, "-m", "recsys", "serve", str(directory), "--port", str(port)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        try:
+            wait_for(f"http://127.0.0.1:{port}/healthz")
+            command = [sys.executable, str(LOADGEN), "--url", f"http://127.0.0.1:{port}/v1/predict", "--body",
+                       str(body), "--rates", rates, "--seconds", str(seconds), "--json"]  # fmt: skip
+            output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+            for line in output.splitlines():
+                result = json.loads(line)
+                times = " | ".join(f"{result[key]:.2f}" for key in ("p50_ms", "p90_ms", "p99_ms", "max_ms"))
+                counts = f"{result['rate']:g} | {result['achieved_rate']:g} | {result['errors']}"
+                print(f"| {precision} | {counts} | {times} |", flush=True)
+        finally:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=30)
+
+
+def wait_for(url: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise RuntimeError(f"{url} did not answer in {timeout} s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=100_000)
-    parser.add_argument("--repeats", type=int, default=300)
+    parser.add_argument("--repeats", type=int, default=1000)
+    parser.add_argument("--rates", default="50,100,200,400")
+    parser.add_argument("--seconds", type=float, default=15.0)
     arguments = parser.parse_args()
     cache = synthetic_cache(arguments.rows, 0.02)
     job = Job(cache, spec_from_mapping({"strategy": "full"}), "dlrm", TrainConfig(epochs=1, progress=False))
     result = train(job)
-    directory = export_model(job, serving_model(job, result.model), WORKDIR / "serving-model", result.metrics)
-    served = ServedModel.load(directory)
-    lines = synthetic_file(arguments.rows, 0.02).read_text().splitlines()[:512]
-    rows = [dict(zip(NAMES, (value or None for value in line.split("\t")))) for line in lines]
-    print(f"machine: {machine()}; model: DLRM, full tables, {result.memory.total_bytes / 1e6:.1f} MB")
-    print("| batch | step | p50 ms | p99 ms | rows/s |")
-    print("|---:|---|---:|---:|---:|")
-    for batch, repeats in ((1, arguments.repeats), (512, max(arguments.repeats // 10, 10))):
-        part = rows[:batch]
-        encoded = served.encoder.encode(part)
-        for step, function in (
-            ("encode", lambda part=part: served.encoder.encode(part)),
-            ("model", lambda encoded=encoded: served.predict_encoded(encoded)),
-            ("predict (both)", lambda part=part: served.predict(part)),
-        ):
-            seconds = timings(function, repeats)
-            p50, p99 = np.percentile(seconds, 50) * 1e3, np.percentile(seconds, 99) * 1e3
-            print(f"| {batch} | {step} | {p50:.3f} | {p99:.3f} | {batch / np.median(seconds):,.0f} |")
+    directories = {
+        precision: export_model(
+            job, serving_model(job, result.model), WORKDIR / f"serving-model-{precision}", result.metrics, precision
+        )
+        for precision in ("fp32", "int8")
+    }
+    rows = json_rows(synthetic_file(arguments.rows, 0.02), 512)
+    print(f"machine: {machine()}; model: DLRM (MLPs 512-256), full tables, {result.memory.total_bytes / 1e6:.1f} MB")
+    for precision, directory in directories.items():
+        manifest = ServedModel.load(directory).manifest
+        change = (manifest.get("quantization") or {}).get("auc_change")
+        note = f", test AUC change {change:+.2e}" if change is not None else ""
+        print(f"{precision}: tables {manifest['memory']['table_bytes']:,} bytes{note}")
+    in_process(directories, rows, arguments.repeats)
+    over_http(directories, rows, arguments.rates, arguments.seconds)
 
 
 if __name__ == "__main__":

@@ -198,3 +198,19 @@ def test_valid_rows_with_mutated_fields_get_an_answer_never_a_server_error(serve
     values = data.draw(st.lists(JSON_VALUES, max_size=5))
     answer_is_sound(base, "/v1/lookup", json.dumps({"feature": feature, "values": values}).encode())
     assert call(f"{base}/v1/predict", json.dumps({"rows": raw_rows(synthetic_file, 2)}).encode())[0] == 200
+
+
+def test_the_load_generator_keeps_its_rate_and_reports_percentiles(server, synthetic_file, tmp_path):
+    base, _ = server
+    body = tmp_path / "request.json"
+    body.write_text(json.dumps({"rows": raw_rows(synthetic_file, 1)}))
+    loadgen = Path(__file__).resolve().parents[2] / "serving" / "loadgen.py"
+    command = [sys.executable, str(loadgen), "--url", f"{base}/v1/predict", "--body", str(body), "--rates", "40",
+               "--seconds", "1", "--warmup", "0.2", "--json"]  # fmt: skip
+    result = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
+    assert result["sent"] == 40 and result["errors"] == 0 and 30 <= result["achieved_rate"] <= 41
+    assert 0 < result["p50_ms"] <= result["p90_ms"] <= result["p99_ms"] <= result["max_ms"]
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"rows": 1}')
+    refused = subprocess.run([*command[:4], "--body", str(bad)], capture_output=True, text=True)
+    assert refused.returncode != 0 and "does not answer 200" in refused.stderr
