@@ -13,6 +13,7 @@ p99 <= 10 ms at 200 requests/s.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import signal
@@ -29,6 +30,7 @@ from recsys.quiet import quiet_libraries  # noqa: E402
 quiet_libraries()
 
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
 from common import WORKDIR, machine, synthetic_cache, synthetic_file  # noqa: E402
 
 from recsys.export.artifact import export_model  # noqa: E402
@@ -64,9 +66,10 @@ def timings(function, repeats: int) -> np.ndarray:
 
 
 def in_process(directories: dict[str, Path], rows: list[dict], repeats: int) -> None:
-    print("| tables | batch | step | p50 ms | p99 ms | rows/s |")
-    print("|---|---:|---|---:|---:|---:|")
-    for precision, directory in directories.items():
+    print("| tables | threads | batch | step | p50 ms | p99 ms | rows/s |")
+    print("|---|---:|---:|---|---:|---:|---:|")
+    for (precision, directory), threads in itertools.product(directories.items(), (1, 2)):
+        torch.set_num_threads(threads)
         served = ServedModel.load(directory)
         for batch, count in ((1, repeats), (512, max(repeats // 10, 20))):
             part = rows[:batch]
@@ -79,18 +82,19 @@ def in_process(directories: dict[str, Path], rows: list[dict], repeats: int) -> 
                 function()
                 seconds = timings(function, count)
                 p50, p99 = np.percentile(seconds, 50) * 1e3, np.percentile(seconds, 99) * 1e3
-                print(f"| {precision} | {batch} | {step} | {p50:.3f} | {p99:.3f} | {batch / np.median(seconds):,.0f} |")
+                rate = batch / np.median(seconds)
+                print(f"| {precision} | {threads} | {batch} | {step} | {p50:.3f} | {p99:.3f} | {rate:,.0f} |")
 
 
 def over_http(directories: dict[str, Path], rows: list[dict], rates: str, seconds: float) -> None:
     body = WORKDIR / "serving-request.json"
     body.write_text(json.dumps({"rows": rows[:1]}))
-    print("| tables | rate req/s | achieved | errors | p50 ms | p90 ms | p99 ms | max ms |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for precision, directory in directories.items():
+    print("| tables | server threads | rate req/s | achieved | errors | p50 ms | p90 ms | p99 ms | max ms |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for (precision, directory), threads in itertools.product(directories.items(), (1, 2)):
         port = 8765
         server = subprocess.Popen(
-            [sys.executable, "-m", "recsys", "serve", str(directory), "--port", str(port)],
+            [sys.executable, "-m", "recsys", "serve", str(directory), "--port", str(port), "--threads", str(threads)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )  # fmt: skip
         try:
@@ -102,7 +106,7 @@ def over_http(directories: dict[str, Path], rows: list[dict], rates: str, second
                 result = json.loads(line)
                 times = " | ".join(f"{result[key]:.2f}" for key in ("p50_ms", "p90_ms", "p99_ms", "max_ms"))
                 counts = f"{result['rate']:g} | {result['achieved_rate']:g} | {result['errors']}"
-                print(f"| {precision} | {counts} | {times} |", flush=True)
+                print(f"| {precision} | {threads} | {counts} | {times} |", flush=True)
         finally:
             os.killpg(server.pid, signal.SIGTERM)
             server.wait(timeout=30)
