@@ -182,7 +182,8 @@ def run_predict(arguments: argparse.Namespace) -> None:
         if name in result.metrics:
             print(f"{name:>10}: {result.metrics[name]:.6g}")
     if not arguments.unlabeled and not result.metrics:
-        print("no AUC: the labels are all one class", file=sys.stderr)
+        reason = "no rows were scored" if result.rows == 0 else "the labels are all one class"
+        print(f"no AUC: {reason}", file=sys.stderr)
     if tracker is not None:
         run_id = tracker(served.manifest, arguments, result)
         print(f"MLflow run {run_id}")

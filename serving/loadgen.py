@@ -9,7 +9,8 @@ from any Python next to the server:
     python serving/loadgen.py --url http://127.0.0.1:8080/v1/predict --body request.json \\
         --rates 50,100,200 --seconds 20
 
-It prints one line per rate (JSON with --json): sent, errors, achieved rate, p50/p90/p99/max ms.
+It prints one line per rate (JSON with --json): sent, errors (not 200, or no answer), achieved rate,
+and p50/p90/p99/max ms of the answered requests.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import math
 import statistics
 import threading
 import time
@@ -43,6 +45,8 @@ class Connections:
 
     def __init__(self, url: str) -> None:
         parsed = urllib.parse.urlsplit(url)
+        if parsed.scheme != "http":
+            raise SystemExit(f"{url}: only http:// URLs are supported (the server binds plain HTTP)")
         self.host, self.port, self.path = parsed.hostname, parsed.port or 80, parsed.path or "/"
         self.local = threading.local()
 
@@ -80,6 +84,8 @@ def run_rate(connections: Connections, body: bytes, rate: float, seconds: float,
             statuses.append(status)
 
     count = int(rate * seconds)
+    if count < 1:
+        raise SystemExit(f"{rate:g} requests/s for {seconds:g} s sends no request; give more seconds")
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for index in range(count):
@@ -89,7 +95,8 @@ def run_rate(connections: Connections, body: bytes, rate: float, seconds: float,
                 time.sleep(delay)
             pool.submit(send, due)
     elapsed = time.perf_counter() - started
-    milliseconds = [latency * 1e3 for latency in latencies]
+    answered = [latency * 1e3 for latency, status in zip(latencies, statuses) if status == 200]
+    milliseconds = answered or [math.nan]  # percentiles of answered requests only; errors are counted apart
     return RateResult(
         rate=rate,
         seconds=round(elapsed, 3),
@@ -118,7 +125,8 @@ def main() -> None:
     connections = Connections(arguments.url)
     if connections.post(body) != 200:
         raise SystemExit(f"{arguments.url} does not answer 200 to the body in {arguments.body}")
-    run_rate(connections, body, rates[0], arguments.warmup, arguments.workers)
+    if arguments.warmup > 0:
+        run_rate(connections, body, rates[0], max(arguments.warmup, 1 / rates[0]), arguments.workers)
     for rate in rates:
         result = run_rate(connections, body, rate, arguments.seconds, arguments.workers)
         if arguments.json:

@@ -56,9 +56,18 @@ def scoring_format(text: TextFormat, labelled: bool) -> TextFormat:
 
 
 def movielens_scoring(labelled: bool) -> Reader:
+    """MovieLens scores a whole directory (its ratings joined with movies and users, ordered by time)."""
     if not labelled:
         raise ValueError("MovieLens ratings always carry their rating (the label); score them labelled")
-    return read_movielens
+
+    def read_directory(paths: list[Path], tally: BadRowTally, block_bytes: int) -> Iterator[tuple[pl.DataFrame, int]]:
+        if len(paths) != 1 or not paths[0].is_dir():
+            raise ValueError(
+                f"{paths[0]}: MovieLens is scored by directory (ratings with its movies file); pass the directory"
+            )
+        return read_movielens(paths, tally, block_bytes)
+
+    return read_directory
 
 
 def movielens_has_users(paths: list[Path]) -> bool:

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 from recsys import __version__
-from recsys.tracking import TrackingUnavailable, connect, environment
+from recsys.tracking import CHECK_ENVIRONMENT, TrackingUnavailable, environment
 
 CHECKPOINT_TAG = "recsys.checkpoint"
 EXPORTED_TAG = "recsys.exported"
@@ -26,9 +26,11 @@ def looks_like_run_id(source: str) -> bool:
 
 def checkpoint_of_run(run_id: str, tracking_uri: str) -> Path:
     """The checkpoint directory of a training run (from its `recsys.checkpoint` tag)."""
-    client, _ = connect(tracking_uri, "recsys")
+    from mlflow.tracking import MlflowClient
+
     try:
-        run = client.get_run(run_id)
+        with environment(CHECK_ENVIRONMENT):
+            run = MlflowClient(tracking_uri=tracking_uri).get_run(run_id)
     except Exception as error:  # MLflow raises its own error kinds for an unknown run
         raise TrackingUnavailable(f"no MLflow run {run_id} in {tracking_uri}: {str(error)[:200]}") from error
     tagged = run.data.tags.get(CHECKPOINT_TAG)
@@ -62,21 +64,38 @@ def log_pyfunc(directory: Path, run_id: str, tracking_uri: str, name: str) -> st
 
     import mlflow
 
-    from recsys.serving import mlflow_pyfunc
     from recsys.serving.artifact import MANIFEST
 
     manifest = json.loads((directory / MANIFEST).read_text())
     mlflow.set_tracking_uri(tracking_uri)
-    with environment({"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}), mlflow.start_run(run_id=run_id):
-        info = mlflow.pyfunc.log_model(
-            name=name,
-            python_model=mlflow_pyfunc.__file__,
-            artifacts={mlflow_pyfunc.ARTIFACT_KEY: str(directory)},
-            pip_requirements=requirements(),
-            metadata={"recsys_precision": manifest["precision"]},
-        )
-        mlflow.log_metrics(export_metrics(manifest))
-        mlflow.set_tag(f"{EXPORTED_TAG}.{name}", info.model_uri)
+    client = mlflow.MlflowClient(tracking_uri)
+    finished = client.get_run(run_id).info  # reopening the run to log into it must not change how it ended
+    try:
+        with environment({"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}), mlflow.start_run(run_id=run_id):
+            uri = log_into_active_run(directory, manifest, name)
+    finally:
+        if finished.end_time is None:  # a run still training
+            client.update_run(run_id, status=finished.status)
+        else:
+            client.set_terminated(run_id, status=finished.status, end_time=finished.end_time)
+    return uri
+
+
+def log_into_active_run(directory: Path, manifest: dict, name: str) -> str:
+    """Log the pyfunc model, the export's metrics and the model's URI tag into the active run."""
+    import mlflow
+
+    from recsys.serving import mlflow_pyfunc
+
+    info = mlflow.pyfunc.log_model(
+        name=name,
+        python_model=mlflow_pyfunc.__file__,
+        artifacts={mlflow_pyfunc.ARTIFACT_KEY: str(directory)},
+        pip_requirements=requirements(),
+        metadata={"recsys_precision": manifest["precision"]},
+    )
+    mlflow.log_metrics(export_metrics(manifest))
+    mlflow.set_tag(f"{EXPORTED_TAG}.{name}", info.model_uri)
     return info.model_uri
 
 

@@ -1,8 +1,8 @@
 """Raw rows (JSON objects keyed by raw field name) -> model inputs, exactly as `recsys data prepare` does.
 
 This is the serving half of the one preprocessing definition: `recsys.data.fields` turns raw values
-into prepared columns with polars over whole files, this module turns the raw values of single
-requests into the same numbers with plain Python, so an exported model needs neither polars nor
+into prepared columns with polars over whole files, this module turns the raw values of requests
+into the same numbers with plain Python and numpy, so an exported model needs neither polars nor
 the training code. Tests run both over the same raw values and require identical output.
 
 An artifact lists its raw fields with their kind (`raw_fields` of a dataset format):
@@ -38,10 +38,11 @@ import numpy as np
 from recsys.data.schema import MISSING_ID
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-INTEGER = re.compile(r"^[+-]?[0-9]+$")
-HEX = re.compile(r"^[0-9a-fA-F]{1,8}$")
-LIBFM = re.compile(r"^([0-9]{1,18}):1(?:\.0*)?$")
-HOUR = re.compile(r"^[0-9]{8}$")
+INTEGER = re.compile(r"[+-]?[0-9]+")
+HEX = re.compile(r"[0-9a-fA-F]{1,8}")
+LIBFM = re.compile(r"([0-9]{1,18}):1(?:\.0*)?")
+HOUR = re.compile(r"[0-9]{8}")
+"""Matched whole (`fullmatch`: a `$` would accept a trailing newline, which prepare never sees)."""
 IGNORED_KINDS = ("label", "ignored")
 
 
@@ -67,7 +68,7 @@ def parse_integer(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise FieldError(f"expected an integer, got {value!r}")
     if isinstance(value, str):
-        if not INTEGER.match(value):
+        if not INTEGER.fullmatch(value):
             raise FieldError(f"expected an integer, got {value!r}")
         value = int(value)
     if not INT64_MIN <= value <= INT64_MAX:
@@ -88,7 +89,7 @@ def integer(value: Any) -> int:
 def hexadecimal(value: Any) -> int:
     if value is None:
         return MISSING_ID
-    if not isinstance(value, str) or not (value == "" or HEX.match(value)):
+    if not isinstance(value, str) or not (value == "" or HEX.fullmatch(value)):
         raise FieldError(f"expected an unsigned hex string of at most 8 digits, got {value!r}")
     return MISSING_ID if value == "" else int(value, 16)
 
@@ -96,7 +97,7 @@ def hexadecimal(value: Any) -> int:
 def libfm_index(value: Any) -> int:
     if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**18:
         return value
-    match = LIBFM.match(value) if isinstance(value, str) else None
+    match = LIBFM.fullmatch(value) if isinstance(value, str) else None
     if match is None:
         raise FieldError(f"expected a libFM 'index:1' token or a non-negative index, got {value!r}")
     return int(match.group(1))
@@ -108,7 +109,7 @@ def hour(value: Any) -> tuple[int, int]:
         return MISSING_ID, MISSING_ID
     text = str(value) if isinstance(value, int) and not isinstance(value, bool) else value
     try:
-        if not isinstance(text, str) or not HOUR.match(text) or int(text[6:]) > 23:
+        if not isinstance(text, str) or not HOUR.fullmatch(text) or int(text[6:]) > 23:
             raise ValueError
         moment = datetime.datetime.strptime(text[:6], "%y%m%d")
     except ValueError:
@@ -332,15 +333,14 @@ class RowEncoder:
 
     def columns(self, rows: Sequence[Any]) -> list[Sequence]:
         """The values of each encoded field over `rows` (C-level loops: type checks, itemgetter, zip)."""
-        if not (set(map(type, rows)) <= {dict} and all(map(self.known_names.issuperset, rows))):
-            for index, row in enumerate(rows):
-                self.check_row(row, index)
         try:
+            if not (set(map(type, rows)) <= {dict} and all(map(self.known_names.issuperset, rows))):
+                raise KeyError
             table = list(map(self.getter, rows))
         except KeyError:
             for index, row in enumerate(rows):
-                self.check_row(row, index)  # raises for the first row missing a field
-            raise
+                self.encode_row(row, index)  # raises the first problem, of shape or value, in row order
+            table = [tuple(row[field.name] for field in self.encoded_fields) for row in rows]  # other Mappings
         if not rows:
             return [[] for _ in self.encoded_fields]
         return list(zip(*table))

@@ -70,7 +70,7 @@ def score_files(
                 total += len(scored)
                 if on_rows is not None:
                     on_rows(len(scored))
-        write_joined(parts, output)
+        write_joined(parts, output, options.labelled)
     finally:
         shutil.rmtree(parts, ignore_errors=True)
     metrics = evaluation(np.concatenate(scores) if scores else np.empty(0), labels)
@@ -95,18 +95,21 @@ def score_frame(served: ServedModel, frame: pl.DataFrame, batch_rows: int) -> pl
     return columns.with_columns(score=pl.Series(scores))
 
 
-def write_joined(parts: Path, output: Path) -> None:
+def write_joined(parts: Path, output: Path, labelled: bool) -> None:
     """Join the parts into `output` through a temporary name (file, line, score, label columns)."""
     partial = output.with_name(output.name + ".partial")
     files = sorted(parts.glob("part-*.parquet"))
-    if files:
-        frame = pl.scan_parquet(files)
-        names = frame.collect_schema().names()
-        order = [name for name in ("file", "line", "score", "label") if name in names]
-        frame.select(order).sink_parquet(partial)
-    else:
-        pl.DataFrame(schema={"file": pl.String, "score": pl.Float32}).write_parquet(partial)
-    partial.rename(output)
+    try:
+        if files:
+            frame = pl.scan_parquet(files)
+            names = frame.collect_schema().names()
+            frame.select([name for name in ("file", "line", "score", "label") if name in names]).sink_parquet(partial)
+        else:
+            schema = {"file": pl.String, "line": pl.Int64, "score": pl.Float32}
+            pl.DataFrame(schema=schema | ({"label": pl.Float32} if labelled else {})).write_parquet(partial)
+        partial.rename(output)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def evaluation(scores: np.ndarray, labels: list[np.ndarray]) -> dict[str, float]:

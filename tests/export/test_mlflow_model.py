@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -20,7 +20,7 @@ from mlflow.tracking import MlflowClient
 from recsys.cli import main
 from recsys.serving.artifact import ServedModel
 from tests.export.test_artifact import raw_rows
-from tests.serving.test_server import call, free_port
+from tests.serving.test_server import call, free_port, stop, stopped_output
 
 TABLES = Path(__file__).resolve().parents[2] / "tables"
 
@@ -56,14 +56,24 @@ def test_the_run_is_exported_and_its_pyfunc_model_predicts_like_the_artifact(tra
     served = ServedModel.load(directory)
     assert served.manifest["source"]["mlflow_run_id"] == run_id and served.manifest["precision"] == "int8"
     run = MlflowClient(uri).get_run(run_id)
+    assert run.info.status == "FINISHED" and run.info.end_time < served_time(directory)  # the export kept how it ended
     assert run.data.metrics["export/int8/test_auc_change"] == served.manifest["quantization"]["auc_change"]
+    previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(uri)
-    model = mlflow.pyfunc.load_model(logged_model_uri(uri, run_id))
+    try:
+        model = mlflow.pyfunc.load_model(logged_model_uri(uri, run_id))
+    finally:
+        mlflow.set_tracking_uri(previous)
     rows = raw_rows(synthetic_file, 50)
     assert model.metadata.metadata["recsys_precision"] == "int8"
     frame = pd.DataFrame(rows)  # integer columns with gaps become floats with NaN: the pyfunc reads them back
     predicted = torch.tensor(model.predict(frame))
     torch.testing.assert_close(predicted, served.predict(rows), atol=1e-6, rtol=0)
+
+
+def served_time(directory: Path) -> int:
+    """When the artifact was written, in MLflow's milliseconds."""
+    return int((directory / "manifest.json").stat().st_mtime * 1000)
 
 
 def test_mlflow_models_serve_answers_with_the_same_predictions(tracked_export, synthetic_file):
@@ -72,15 +82,15 @@ def test_mlflow_models_serve_answers_with_the_same_predictions(tracked_export, s
     environment = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     environment["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{environment['PATH']}"  # its uvicorn child
     command = ["mlflow", "models", "serve", "-m", logged_model_uri(uri, run_id), "--env-manager", "local"]
+    log = tempfile.TemporaryFile()
     process = subprocess.Popen(
-        [*command, "-p", str(port)], env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )  # fmt: skip
+        [*command, "-p", str(port)], env=environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
     try:
         deadline = time.monotonic() + 120
         while not ping(f"http://127.0.0.1:{port}/ping"):
             if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"mlflow models serve did not start: {process.stdout.read().decode()[-2000:]}")
+                raise RuntimeError(f"mlflow models serve did not start: {stopped_output(process, log)}")
             time.sleep(0.5)
         rows = raw_rows(synthetic_file, 20)
         status, body = call(f"http://127.0.0.1:{port}/invocations", json.dumps({"dataframe_records": rows}).encode())
@@ -88,8 +98,8 @@ def test_mlflow_models_serve_answers_with_the_same_predictions(tracked_export, s
         predicted = torch.tensor(json.loads(body)["predictions"])
         torch.testing.assert_close(predicted, ServedModel.load(directory).predict(rows), atol=1e-6, rtol=0)
     finally:
-        os.killpg(process.pid, signal.SIGTERM)  # mlflow and its uvicorn child
-        process.wait(timeout=30)
+        stop(process)  # mlflow and its uvicorn child
+        log.close()
 
 
 def ping(url: str) -> bool:

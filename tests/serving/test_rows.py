@@ -231,3 +231,10 @@ def test_batches_encode_as_their_rows_do_alone_and_fail_at_the_same_row(changes)
     encoded = encoder.encode(rows)
     np.testing.assert_array_equal(encoded.dense, expected[0])
     assert {name: ids.bags() for name, ids in encoded.ids.items()} == expected[1]
+
+
+@pytest.mark.parametrize("value", ["12\n", "1f\n", "\n"])
+def test_a_trailing_newline_is_refused_as_prepare_would_never_read_one(criteo_encoder, value):
+    field = "I1" if value[0] == "1" and value[1] == "2" else "C1"
+    with pytest.raises(RowError, match=f"row 0: {field}: expected"):
+        criteo_encoder.encode([criteo_row(**{field: value})])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import polars as pl
 import pytest
@@ -99,3 +101,17 @@ def test_the_predict_command_prints_and_records_the_evaluation(artifact, head_fi
     assert main([*command, "--evaluate", "--unlabeled"]) == 2
     assert "--evaluate needs labels" in capsys.readouterr().err
     assert main(["predict", str(artifact), str(tmp_path / "missing.tsv"), "-o", str(output)]) == 2
+
+
+def test_a_movielens_directory_is_scored_whole_and_a_file_in_it_is_refused(bag_cache, tmp_path):
+    config = TrainConfig(epochs=1, batch_size=512, progress=False)
+    job = Job(bag_cache, spec_from_mapping({"strategy": "full"}), "deepfm", config, {})
+    result = train(job)
+    served = ServedModel.load(export_model(job, serving_model(job, result.model), tmp_path / "model"))
+    directory = Path(bag_cache.meta["sources"][0]["path"])
+    scored = score_files(served, [directory], tmp_path / "scores.parquet")
+    assert scored.rows == sum(bag_cache.rows(split) for split in ("train", "val", "test"))
+    assert 0.5 < scored.metrics["auc"] <= 1
+    with pytest.raises(ValueError, match="MovieLens is scored by directory"):
+        score_files(served, [directory / "ratings.csv"], tmp_path / "again.parquet")
+    assert not (tmp_path / "again.parquet").exists()
