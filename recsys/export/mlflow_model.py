@@ -17,11 +17,11 @@ from recsys.tracking import CHECK_ENVIRONMENT, TrackingUnavailable, environment
 CHECKPOINT_TAG = "recsys.checkpoint"
 EXPORTED_TAG = "recsys.exported"
 """`recsys.exported.<model name>`: the URI of a pyfunc model logged by an export of the run."""
-RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+RUN_ID = re.compile(r"[0-9a-f]{32}")
 
 
 def looks_like_run_id(source: str) -> bool:
-    return bool(RUN_ID.match(source))
+    return bool(RUN_ID.fullmatch(source))
 
 
 def checkpoint_of_run(run_id: str, tracking_uri: str) -> Path:

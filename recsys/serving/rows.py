@@ -282,8 +282,8 @@ class RowEncoder:
         absent = [name for name in (*self.dense_features, *self.sparse_features) if name not in produced]
         if absent:
             raise ValueError(f"no raw field produces the model's feature(s) {', '.join(absent)}")
-        self.required = [field.name for field in self.fields if field.kind not in IGNORED_KINDS]
         self.encoded_fields = [field for field in self.fields if field.kind not in IGNORED_KINDS]
+        self.required = [field.name for field in self.encoded_fields]
         self.known_names = frozenset(self.by_name)
         self.batched_kinds: dict[str, list[int]] = {}
         for index, field in enumerate(self.encoded_fields):
