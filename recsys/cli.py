@@ -216,8 +216,24 @@ def add_train_command(commands: argparse._SubParsersAction) -> None:
     )
     train.add_argument("--bottom-mlp", type=int_list, help="DLRM bottom MLP widths, e.g. 512,256")
     train.add_argument("--top-mlp", type=int_list, help="DLRM top MLP widths, e.g. 512,256")
-    train.add_argument("--checkpoint-dir", type=Path, help="write a checkpoint here after every epoch")
+    train.add_argument(
+        "--checkpoint-dir",
+        type=Path,
+        help="write a checkpoint here after every epoch (verified by checksums when read back); a directory "
+        "holding another run's checkpoints is refused unless --resume or --overwrite",
+    )
     train.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --checkpoint-dir")
+    train.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the checkpoints another run left in --checkpoint-dir (nothing else there is touched)",
+    )
+    train.add_argument(
+        "--keep",
+        choices=["best,last", "all"],
+        default="best,last",
+        help="which epochs' checkpoints to keep: the best (validation AUC) and the last (default), or all",
+    )
     train.add_argument(
         "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite file mlflow.db here)"
     )
@@ -331,6 +347,8 @@ def run_train(arguments: argparse.Namespace) -> None:
         seed=arguments.seed,
         checkpoint_dir=str(arguments.checkpoint_dir) if arguments.checkpoint_dir else None,
         resume=arguments.resume,
+        overwrite=arguments.overwrite,
+        keep=arguments.keep,
         progress=not arguments.no_progress,
     )
     overrides = {

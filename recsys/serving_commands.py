@@ -126,7 +126,7 @@ def run_export(arguments: argparse.Namespace) -> None:
 def print_quantization(directory: Path) -> None:
     import json
 
-    from recsys.serving.artifact import MANIFEST
+    from recsys.export.format import MANIFEST
 
     manifest = json.loads((directory / MANIFEST).read_text())
     quantization = manifest.get("quantization")

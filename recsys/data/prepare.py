@@ -2,13 +2,13 @@
 
 Streams the raw files block by block (bounded memory), writes one parquet part per block, splits by
 row order, then counts id frequencies over the training split. Everything is written under a
-temporary name and renamed at the end, so an interrupted run leaves no half-written cache.
+temporary name unique to the run and put in place at the end (`recsys.outputs`), so an interrupted
+run leaves no half-written cache and a replaced cache is complete until the new one takes its name.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +22,7 @@ from recsys.data.cache import FORMAT_VERSION, META_FILE, PARTS_DIRECTORY, SPLITS
 from recsys.data.formats import DatasetFormat, dataset_format
 from recsys.data.schema import MISSING_ID
 from recsys.data.stats import FREQUENCY_DIRECTORY, write_statistics
+from recsys.outputs import check_apart, put_in_place, remove, temporary_directory
 
 
 @dataclass(frozen=True)
@@ -80,11 +81,11 @@ def prepare(
 ) -> PreparedCache:
     """Prepare `paths` (in order) into the cache at `output`; `on_block(rows, bytes)` reports progress."""
     check_inputs(paths)
+    check_apart(output, paths)
     check_output(output, options.overwrite)
     raw_format = dataset_format(options.format)
     schema = raw_format.schema(paths)
-    partial = output.with_name(output.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
+    partial = temporary_directory(output)
     try:
         started = time.perf_counter()
         tally = BadRowTally(skip=options.skip_bad_rows)
@@ -114,11 +115,9 @@ def prepare(
             "recsys_version": __version__,
         }
         (partial / META_FILE).write_text(json.dumps(meta, indent=2))
-        if output.exists():
-            shutil.rmtree(output)
-        partial.rename(output)
+        put_in_place(partial, output)
     finally:
-        shutil.rmtree(partial, ignore_errors=True)
+        remove(partial)
     return PreparedCache.open(output)
 
 

@@ -1,18 +1,12 @@
-"""Write an inference artifact: weights-only files, a manifest, and a checksum of every file.
+"""Write an inference artifact (its format: `recsys.export.format`) from a trained serving model.
 
-    <dir>/manifest.json    model, table spec and serving shape, precision (and what quantizing cost),
-                           raw fields (the row encoder), recorded statistics index, memory, metrics,
-                           versions, sha256 of every other file
-    <dir>/model.pt         the serving model's state (tensors only: loads with weights_only=True)
-    <dir>/statistics.pt    the statistics the lookup's constructor asked for (`RecordingStatistics`)
-
-Nothing in it executes code when loaded. The directory is written under a temporary name and renamed.
+The directory is written under a temporary name unique to the run and put in place when complete;
+an existing output is replaced only when it is an artifact itself, and never when it is, holds or
+lies inside what the export reads (the checkpoint, the prepared data).
 """
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 
 import torch
@@ -20,7 +14,8 @@ from torch import nn
 
 from recsys import __version__
 from recsys.data.stats import RecordingStatistics
-from recsys.serving.artifact import FORMAT_VERSION, MANIFEST, sha256
+from recsys.export.format import MODEL_FILE, STATISTICS_FILE, is_artifact, write_manifest
+from recsys.outputs import check_apart, put_in_place, remove, temporary_directory
 from recsys.serving.quantize import PRECISIONS, storage_bytes
 from recsys.tables import build_lookup
 from recsys.tables.interface import lookup_of
@@ -42,6 +37,7 @@ def export_model(
     """
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; one of {', '.join(PRECISIONS)}")
+    check_output(directory, [job.cache.path])
     raw_fields = job.cache.meta.get("raw_fields")
     if raw_fields is None:
         raise ValueError(f"{job.cache.path} was prepared before raw fields were recorded; prepare it again")
@@ -57,7 +53,6 @@ def export_model(
         quantization = quantize_and_measure(job, serving, precision)
     report = lookup.memory_report()
     manifest = {
-        "format_version": FORMAT_VERSION,
         "model": {
             "name": job.model,
             "overrides": job.model_overrides,
@@ -87,24 +82,28 @@ def export_model(
     return write_artifact(directory, serving, recording, manifest)
 
 
+def check_output(directory: Path, sources: list[Path]) -> None:
+    """Refuse an output that would overwrite a source, or a directory that is not an artifact."""
+    check_apart(directory, sources)
+    if directory.exists() and not (directory.is_dir() and is_artifact(directory)):
+        raise FileExistsError(
+            f"-o {directory} exists and is not a recsys artifact (or holds other files too); it will not be "
+            "replaced: choose another output"
+        )
+
+
 def write_artifact(directory: Path, serving: nn.Module, recording: RecordingStatistics, manifest: dict) -> Path:
-    """model.pt, statistics.pt and the manifest (with their checksums), written beside and renamed."""
+    """model.pt, statistics.pt and the manifest (with its checksums), written beside and put in place."""
     index, arrays = recording.to_record()
-    partial = directory.with_name(directory.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
+    partial = temporary_directory(directory)
     try:
         state = {key: value.detach().cpu().contiguous() for key, value in serving.state_dict().items()}
-        torch.save(state, partial / "model.pt")
-        torch.save({key: torch.from_numpy(value) for key, value in arrays.items()}, partial / "statistics.pt")
-        manifest = {**manifest, "statistics": index}
-        manifest["files"] = {name: sha256(partial / name) for name in ("model.pt", "statistics.pt")}
-        (partial / MANIFEST).write_text(json.dumps(manifest, indent=2, default=list))
-        if directory.exists():
-            shutil.rmtree(directory)
-        partial.rename(directory)
+        torch.save(state, partial / MODEL_FILE)
+        torch.save({key: torch.from_numpy(value) for key, value in arrays.items()}, partial / STATISTICS_FILE)
+        write_manifest(partial, {**manifest, "statistics": index})
+        put_in_place(partial, directory)
     finally:
-        shutil.rmtree(partial, ignore_errors=True)
+        remove(partial)
     return directory
 
 
@@ -127,33 +126,17 @@ def job_of_checkpoint(checkpoint: Path) -> Job:
     )
 
 
-def checkpoint_to_export(directory: Path) -> Path:
-    """`directory` itself if it is one checkpoint; else its best epoch's (early stopping) or latest one."""
-    from recsys.train.checkpoint import PROGRESS_FILE, latest_checkpoint, read_progress
-
-    if (directory / PROGRESS_FILE).exists():
-        return directory
-    latest = latest_checkpoint(directory)
-    if latest is None:
-        raise FileNotFoundError(f"{directory}: no complete checkpoint (epoch-NNNN/ with {PROGRESS_FILE})")
-    progress = read_progress(latest)
-    best_epoch = (progress.get("early_stopping") or {}).get("best_epoch", 0)
-    best = directory / f"epoch-{best_epoch:04d}"
-    if progress["job"]["train"].get("patience") is not None and best_epoch and (best / PROGRESS_FILE).exists():
-        return best
-    return latest
-
-
 def export_checkpoint(directory: Path, output: Path, precision: str = "fp32", source: dict | None = None) -> Path:
-    """Export a checkpoint (see `checkpoint_to_export`) to `output`."""
+    """Export the checkpoint a run reports (`reported_checkpoint`: early stopping's best epoch, else the last)."""
     from recsys.train.best import load_weights
-    from recsys.train.checkpoint import read_progress
+    from recsys.train.checkpoint import read_progress, reported_checkpoint
     from recsys.train.compaction import serving_model
     from recsys.train.distributed import ensure_process_group, shard_model
     from recsys.train.job import build
 
-    checkpoint = checkpoint_to_export(directory)
+    checkpoint = reported_checkpoint(directory)
     job = job_of_checkpoint(checkpoint)
+    check_output(output, [directory, checkpoint, job.cache.path])
     ensure_process_group()
     model, _ = build(job)
     sharded = shard_model(model, job.config.sparse_learning_rate, job.config.sparse_optimizer)

@@ -38,10 +38,10 @@ def checkpoint_of_run(run_id: str, tracking_uri: str) -> Path:
         raise FileNotFoundError(
             f"MLflow run {run_id} recorded no checkpoint; train with --checkpoint-dir to make a run exportable"
         )
-    checkpoint = Path(tagged)
-    if not checkpoint.exists():
-        raise FileNotFoundError(f"MLflow run {run_id}: its checkpoint {checkpoint} is gone (moved or deleted)")
-    return checkpoint.parent
+    directory = Path(tagged).parent  # the tag names the latest epoch; its directory holds the run's best too
+    if not directory.is_dir():
+        raise FileNotFoundError(f"MLflow run {run_id}: its checkpoint directory {directory} is gone (moved or deleted)")
+    return directory
 
 
 def requirements() -> list[str]:
@@ -64,7 +64,7 @@ def log_pyfunc(directory: Path, run_id: str, tracking_uri: str, name: str) -> st
 
     import mlflow
 
-    from recsys.serving.artifact import MANIFEST
+    from recsys.export.format import MANIFEST
 
     manifest = json.loads((directory / MANIFEST).read_text())
     mlflow.set_tracking_uri(tracking_uri)

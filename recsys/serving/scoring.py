@@ -2,7 +2,8 @@
 
     raw files --the format's reader (the prepare path, same bad-row policy)--> prepared blocks
               --the artifact's model, in batches--> file, line, score (and label) per row
-              --parquet parts beside the output, joined and renamed when all are written
+              --parquet parts beside the output (names unique to the run), joined and put in place when all
+                are written; an existing output is replaced only if it is a parquet file and not an input
 
 Rows are read exactly as `prepare` reads them for training (the row encoder of the HTTP server is
 tested to give the same model inputs), so scores of the next day's files are comparable with the
@@ -11,7 +12,6 @@ training run's test metrics. When the files carry labels, AUC and log loss are c
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +23,11 @@ import torch
 from recsys.data.bad_rows import BadRowTally
 from recsys.data.formats import dataset_format
 from recsys.data.loader import SparseBlock, dense_matrix
+from recsys.outputs import check_apart, put_in_place, remove, temporary_directory, temporary_file
 from recsys.serving.artifact import ServedModel
 from recsys.train.metrics import log_loss, roc_auc
+
+PARQUET_MAGIC = b"PAR1"
 
 
 @dataclass(frozen=True)
@@ -54,9 +57,8 @@ def score_files(
     """Score every row of `paths` with `served` into the parquet file `output` (written whole or not at all)."""
     reader = dataset_format(served.manifest.get("format", "criteo")).scoring(options.labelled)
     tally = BadRowTally(skip=options.skip_bad_rows)
-    parts = output.with_name(output.name + ".parts")
-    shutil.rmtree(parts, ignore_errors=True)
-    parts.mkdir(parents=True)
+    check_output(output, [*paths, *([served.directory] if served.directory else [])])
+    parts = temporary_directory(output)
     scores, labels, total = [], [], 0
     try:
         for path in paths:
@@ -72,7 +74,7 @@ def score_files(
                     on_rows(len(scored))
         write_joined(parts, output, options.labelled)
     finally:
-        shutil.rmtree(parts, ignore_errors=True)
+        remove(parts)
     metrics = evaluation(np.concatenate(scores) if scores else np.empty(0), labels)
     return ScoringResult(total, output, tally.to_dict(), metrics)
 
@@ -95,9 +97,20 @@ def score_frame(served: ServedModel, frame: pl.DataFrame, batch_rows: int) -> pl
     return columns.with_columns(score=pl.Series(scores))
 
 
+def check_output(output: Path, sources: list[Path]) -> None:
+    """Refuse an output that is one of the inputs, or an existing file that is not a parquet file."""
+    check_apart(output, sources)
+    if output.is_symlink() or output.is_dir():
+        raise FileExistsError(f"-o {output} is a directory or a link; give a file name such as scores.parquet")
+    if output.exists():
+        with open(output, "rb") as stream:
+            if stream.read(4) != PARQUET_MAGIC:
+                raise FileExistsError(f"-o {output} exists and is not a parquet file; it will not be replaced")
+
+
 def write_joined(parts: Path, output: Path, labelled: bool) -> None:
     """Join the parts into `output` through a temporary name (file, line, score, label columns)."""
-    partial = output.with_name(output.name + ".partial")
+    partial = temporary_file(output)
     files = sorted(parts.glob("part-*.parquet"))
     try:
         if files:
@@ -107,9 +120,9 @@ def write_joined(parts: Path, output: Path, labelled: bool) -> None:
         else:
             schema = {"file": pl.String, "line": pl.Int64, "score": pl.Float32}
             pl.DataFrame(schema=schema | ({"label": pl.Float32} if labelled else {})).write_parquet(partial)
-        partial.rename(output)
+        put_in_place(partial, output)
     finally:
-        partial.unlink(missing_ok=True)
+        remove(partial)
 
 
 def evaluation(scores: np.ndarray, labels: list[np.ndarray]) -> dict[str, float]:

@@ -6,12 +6,15 @@
                                                              recsys.config_hash)
 
 Running the sweep again reuses the parent, marks KILLED the children an interrupted run left
-RUNNING, and skips every configuration whose hash has a FINISHED child. A configuration that fails
+RUNNING, and skips every configuration whose hash has a FINISHED child. With `checkpoint_dir` in
+[train], each configuration checkpoints under `<checkpoint_dir>/<configuration hash>/`, so no two
+share a directory and an export of a child run takes that run's own weights. A configuration that fails
 is recorded (status FAILED, tag `recsys.error`) and the sweep goes on; the next run tries it again.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +25,7 @@ from recsys.config import to_toml
 from recsys.sweep.data import DEFAULT_ROOT, prepared_cache
 from recsys.sweep.spec import Configuration, Experiment, configurations, load_experiment
 from recsys.tracking import MLflowTracker, connect, resolve_tracking_uri
+from recsys.train.config import TrainConfig
 from recsys.train.job import Job
 from recsys.train.loop import train
 
@@ -91,7 +95,7 @@ def run_one(
             cache=cache,
             spec=configuration.spec,
             model=configuration.model,
-            config=configuration.train_config,
+            config=own_checkpoints(configuration.train_config, key),
             model_overrides=dict(configuration.model_overrides),
             spec_text=to_toml(configuration.spec.to_dict()),
         )
@@ -102,6 +106,14 @@ def run_one(
         outcome.failed[configuration.label] = message
         return
     outcome.done.append(configuration.label)
+
+
+def own_checkpoints(config: TrainConfig, key: str) -> TrainConfig:
+    """Each configuration checkpoints under `<checkpoint_dir>/<its hash>/`, replacing an earlier attempt's epochs."""
+    if config.checkpoint_dir is None:
+        return config
+    directory = str(Path(config.checkpoint_dir) / key)
+    return dataclasses.replace(config, checkpoint_dir=directory, overwrite=True, resume=False)
 
 
 def record_failure(tracker: MLflowTracker, configuration: Configuration, tags: dict[str, str], message: str) -> None:

@@ -42,7 +42,7 @@ def local_tensors(value: torch.Tensor) -> list[torch.Tensor]:
 
 
 def load_weights(path: Path, model: nn.Module) -> None:
-    """The model state of a checkpoint (not its optimizer state), loaded in place."""
+    """The model state of a checkpoint (not its optimizer state), loaded in place; the caller verified it."""
     state = {"model": model.state_dict()}
     dcp.load(state, checkpoint_id=str(path))
     model.load_state_dict(state["model"])
@@ -78,6 +78,9 @@ class EarlyStopping:
         if checkpoint_dir is not None:
             path = Path(checkpoint_dir) / f"epoch-{self.best_epoch:04d}"
             if path.exists():
+                from recsys.train.checkpoint import verify_checkpoint
+
+                verify_checkpoint(path)
                 load_weights(path, model)
                 return True
         raise FileNotFoundError(

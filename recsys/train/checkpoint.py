@@ -1,16 +1,24 @@
 """Per-epoch checkpoints with torch.distributed.checkpoint (sharded: each rank writes its own shards).
 
-    <checkpoint_dir>/epoch-0001/   model and optimizer state (DCP files) + progress.json
+    <checkpoint_dir>/epoch-0001/   model and optimizer state (DCP files), progress.json, and
+                                   checksums.json (the sha256 of every other file, written last)
 
-A checkpoint is written as `epoch-NNNN.partial` and renamed when complete, so `--resume` never
-picks up half a checkpoint. `resume` loads the latest one into a run after checking that it belongs
-to the same job and keeps every table's optimizer-state layout.
+One directory holds the checkpoints of one run: training into a directory that holds another run's
+epochs is refused unless it resumes that run (`--resume`, same job) or replaces them (`--overwrite`).
+A checkpoint is written under a temporary name unique to the run and renamed when complete, so
+`--resume` never picks up half a checkpoint; afterwards only the best and the last epochs are kept
+(`keep = "best,last"`, the default) or every epoch (`keep = "all"`). Resuming, restoring the best
+epoch and exporting verify the checksums first and refuse a changed, truncated, missing or added
+file by name.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shutil
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import torch.distributed as dist
@@ -18,42 +26,149 @@ import torch.distributed.checkpoint as dcp
 from torch import nn
 from torchrec.optim.keyed import CombinedOptimizer
 
+from recsys.checksums import ChecksumError, checksums, verify
 from recsys.config import flatten
+from recsys.outputs import put_in_place
 from recsys.train.distributed import is_main_process
 from recsys.train.job import Job
 
 PROGRESS_FILE = "progress.json"
+CHECKSUM_FILE = "checksums.json"
+EPOCH_NAME = re.compile(r"epoch-(\d{4})")
+PARTIAL_NAME = re.compile(r"\.epoch-\d{4}\.[0-9a-f]{12}\.partial")
+"""A checkpoint being written (`save_checkpoint`), or left by a run that was killed while writing it."""
 
 
-def save_checkpoint(directory: Path, model: nn.Module, optimizer: CombinedOptimizer, progress: dict) -> Path:
-    target = directory / f"epoch-{progress['epoch']:04d}"
-    partial = target.with_name(target.name + ".partial")
-    if is_main_process():
-        shutil.rmtree(partial, ignore_errors=True)
+def epoch_path(directory: Path, epoch: int) -> Path:
+    return directory / f"epoch-{epoch:04d}"
+
+
+def save_checkpoint(
+    directory: Path, model: nn.Module, optimizer: CombinedOptimizer, progress: dict, keep: str = "best,last"
+) -> Path:
+    """Write epoch `progress["epoch"]` (every rank its shards), checksum it, rename it into place, apply `keep`."""
+    target = epoch_path(directory, progress["epoch"])
+    partial = directory / f".{target.name}.{run_token()}.partial"
     dcp.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, checkpoint_id=str(partial))
     if dist.is_initialized():
         dist.barrier()
     if is_main_process():
         (partial / PROGRESS_FILE).write_text(json.dumps(progress, indent=2))
-        shutil.rmtree(target, ignore_errors=True)
-        partial.rename(target)
+        listed = checksums(partial, [path.name for path in partial.iterdir()])
+        (partial / CHECKSUM_FILE).write_text(json.dumps(listed, indent=2))
+        put_in_place(partial, target)
+        if keep != "all":
+            kept = {progress["epoch"], (progress.get("early_stopping") or {}).get("best_epoch", 0)}
+            remove_epochs(directory, lambda epoch: epoch not in kept)
     if dist.is_initialized():
         dist.barrier()
     return target
 
 
+def run_token() -> str:
+    """A name part unique to this save, the same on every rank (rank 0's, broadcast)."""
+    token = [uuid.uuid4().hex[:12]]
+    if dist.is_initialized():
+        dist.broadcast_object_list(token, src=0)
+    return token[0]
+
+
+def epochs_in(directory: Path) -> dict[int, Path]:
+    """The complete checkpoints of a directory by epoch."""
+    if not directory.is_dir():
+        return {}
+    found = {}
+    for path in directory.iterdir():
+        match = EPOCH_NAME.fullmatch(path.name)
+        if match and (path / PROGRESS_FILE).is_file():
+            found[int(match.group(1))] = path
+    return found
+
+
+def remove_epochs(directory: Path, unwanted: Callable[[int], bool]) -> None:
+    for epoch, path in epochs_in(directory).items():
+        if unwanted(epoch):
+            shutil.rmtree(path)
+
+
+def claim_directory(directory: Path, resume: bool, overwrite: bool) -> None:
+    """Make `directory` this run's: refuse another run's epochs unless resuming or overwriting them.
+
+    With `overwrite` the other run's complete checkpoints (epoch-NNNN/ with progress.json) are
+    removed, on the main process, before training starts, as are the half-written checkpoints of
+    killed runs (.epoch-NNNN.<token>.partial/); nothing else in the directory is touched.
+    """
+    if resume and overwrite:
+        raise ValueError("--resume continues the run in --checkpoint-dir and --overwrite replaces it: choose one")
+    if is_main_process() and directory.is_dir():
+        for path in directory.iterdir():
+            if PARTIAL_NAME.fullmatch(path.name):
+                shutil.rmtree(path, ignore_errors=True)
+    found = epochs_in(directory)
+    if not found or resume:
+        return
+    if not overwrite:
+        names = ", ".join(path.name for _, path in sorted(found.items())[:3])
+        raise FileExistsError(
+            f"--checkpoint-dir {directory} holds another run's checkpoints ({names}); pass --resume to continue "
+            "that run, --overwrite to replace its checkpoints, or choose another directory"
+        )
+    if is_main_process():
+        remove_epochs(directory, lambda epoch: True)
+    if dist.is_initialized():
+        dist.barrier()
+
+
 def latest_checkpoint(directory: Path) -> Path | None:
-    complete = sorted(path for path in directory.glob("epoch-[0-9][0-9][0-9][0-9]") if (path / PROGRESS_FILE).exists())
-    return complete[-1] if complete else None
+    found = epochs_in(directory)
+    return found[max(found)] if found else None
+
+
+def verify_checkpoint(path: Path) -> None:
+    """Refuse a checkpoint whose files are not exactly those of its checksum list, unchanged."""
+    listing = path / CHECKSUM_FILE
+    if not listing.is_file():
+        raise ChecksumError(f"{listing} is missing: the checkpoint is incomplete or was written by an older recsys")
+    try:
+        listed = json.loads(listing.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ChecksumError(f"{listing}: not valid JSON ({error})") from None
+    if not isinstance(listed, dict):
+        raise ChecksumError(f"{listing}: not a JSON object of file names and checksums")
+    verify(path, listed, {CHECKSUM_FILE})
 
 
 def read_progress(path: Path) -> dict:
-    """What a checkpoint records besides tensors: epoch, step, metrics, table spec and model."""
+    """What a checkpoint records besides tensors: epoch, step, metrics, early stopping, the job."""
     return json.loads((path / PROGRESS_FILE).read_text())
 
 
+def reported_checkpoint(directory: Path) -> Path:
+    """The checkpoint whose weights a run reports, verified: `directory` itself if it is one checkpoint,
+    else the epoch early stopping chose (when the run had patience), else the last epoch."""
+    if (directory / PROGRESS_FILE).exists():
+        verify_checkpoint(directory)
+        return directory
+    latest = latest_checkpoint(directory)
+    if latest is None:
+        raise FileNotFoundError(f"{directory}: no complete checkpoint (epoch-NNNN/ with {PROGRESS_FILE})")
+    verify_checkpoint(latest)
+    progress = read_progress(latest)
+    best_epoch = (progress.get("early_stopping") or {}).get("best_epoch", 0)
+    if progress.get("patience") is None or best_epoch in (0, progress["epoch"]):
+        return latest
+    best = epoch_path(directory, best_epoch)
+    if not (best / PROGRESS_FILE).is_file():
+        raise FileNotFoundError(
+            f"{directory}: early stopping chose epoch {best_epoch}, whose checkpoint {best.name} is gone; "
+            f"export {latest} explicitly to take the last epoch instead"
+        )
+    verify_checkpoint(best)
+    return best
+
+
 def load_checkpoint(path: Path, model: nn.Module, optimizer: CombinedOptimizer) -> None:
-    """Load model and optimizer state in place."""
+    """Load model and optimizer state in place (`resume` verified the checkpoint)."""
     optimizer.init_state()
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict()}
     dcp.load(state, checkpoint_id=str(path))
@@ -70,6 +185,7 @@ def resume(job: Job, model: nn.Module, optimizer: CombinedOptimizer, layouts: di
     checkpoint = latest_checkpoint(directory)
     if checkpoint is None:
         raise FileNotFoundError(f"--resume: no complete checkpoint in {directory}")
+    verify_checkpoint(checkpoint)
     progress = read_progress(checkpoint)
     expected = flatten(job.resume_key())
     found = flatten(progress["job"])

@@ -24,6 +24,10 @@ class TrainConfig:
     seed: int = 0
     checkpoint_dir: str | None = None
     resume: bool = False
+    overwrite: bool = False
+    """Replace the checkpoints another run left in `checkpoint_dir` (else such a directory is refused)."""
+    keep: Literal["best,last", "all"] = "best,last"
+    """Which epochs' checkpoints stay: the best (validation AUC) and the last, or every one."""
     log_every: int = 20
     progress: bool = True
     sharding: Literal["auto", "table_wise", "row_wise", "column_wise", "table_row_wise", "data_parallel"] = "auto"

@@ -29,7 +29,7 @@ class Job:
 
     def params(self) -> dict:
         return {
-            "data": {"path": str(self.cache.path), "name": self.cache.name, **self.cache.meta["splits"]},
+            "data": {"path": str(self.cache.path.resolve()), "name": self.cache.name, **self.cache.meta["splits"]},
             "tables": self.spec.to_dict(),
             "model": {"name": self.model, **self.model_overrides},
             "train": self.config.to_dict(),
@@ -46,6 +46,8 @@ class Job:
             "lr_decay",
             "resume",
             "checkpoint_dir",
+            "overwrite",
+            "keep",
             "progress",
             "log_every",
             "eval_batch_size",

@@ -17,7 +17,7 @@ from tqdm import tqdm
 from recsys.data.loader import Batch, BatchLoader
 from recsys.tables.interface import MemoryReport, lookup_of
 from recsys.train.best import EarlyStopping
-from recsys.train.checkpoint import resume, save_checkpoint
+from recsys.train.checkpoint import claim_directory, resume, save_checkpoint
 from recsys.train.compaction import serving_model
 from recsys.train.config import TrainConfig
 from recsys.train.distributed import (
@@ -69,6 +69,8 @@ def train(job: Job, listener: Listener | None = None) -> TrainResult:
         config.sparse_learning_rate,
     )
     layouts = state_layouts(sharded.plan)
+    if config.checkpoint_dir is not None:
+        claim_directory(Path(config.checkpoint_dir), config.resume, config.overwrite)
     progress = resume(job, sharded, optimizer, layouts) if job.config.resume else {"epoch": 0, "step": 0}
     failed = True
     try:
@@ -267,8 +269,11 @@ class Trainer:
             "layouts": self.layouts,
             "metrics": metrics,
             "early_stopping": self.stopping.state(),
+            "patience": self.config.patience,
             "learning_rate_factor": self.learning_rate_factor,
             "job": self.job.resume_key(),
         }
-        path = save_checkpoint(Path(self.config.checkpoint_dir), self.model, self.optimizer, progress)
+        path = save_checkpoint(
+            Path(self.config.checkpoint_dir), self.model, self.optimizer, progress, self.config.keep
+        )
         self.listener.on_checkpoint(str(path), epoch)

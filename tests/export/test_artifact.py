@@ -9,10 +9,13 @@ import sys
 import pytest
 import torch
 
+from recsys.checksums import checksums
 from recsys.cli import main
-from recsys.export.artifact import checkpoint_to_export, export_checkpoint, export_model
-from recsys.serving.artifact import ArtifactError, ServedModel, features
+from recsys.export.artifact import export_checkpoint, export_model
+from recsys.export.format import ArtifactError
+from recsys.serving.artifact import ServedModel, features
 from recsys.tables import spec_from_mapping
+from recsys.train.checkpoint import reported_checkpoint
 from recsys.train.compaction import serving_model
 from recsys.train.config import TrainConfig
 from recsys.train.job import Job
@@ -124,16 +127,24 @@ def test_export_refuses_a_directory_without_checkpoints(tmp_path, capsys):
 
 
 def fake_checkpoint(directory, epoch: int, patience: int | None, best_epoch: int) -> None:
-    """The progress file of a complete checkpoint (all `checkpoint_to_export` reads)."""
+    """The progress file of a complete checkpoint (all `reported_checkpoint` reads)."""
     path = directory / f"epoch-{epoch:04d}"
     path.mkdir(parents=True)
-    progress = {"epoch": epoch, "job": {"train": {"patience": patience}}, "early_stopping": {"best_epoch": best_epoch}}
+    progress = {"epoch": epoch, "patience": patience, "early_stopping": {"best_epoch": best_epoch}}
     (path / "progress.json").write_text(json.dumps(progress))
+    (path / "checksums.json").write_text(json.dumps(checksums(path, ["progress.json"])))
 
 
 @pytest.mark.parametrize(("patience", "expected"), [(2, "epoch-0002"), (None, "epoch-0004")])
 def test_the_best_epoch_is_exported_when_early_stopping_chose_one(tmp_path, patience, expected):
     for epoch in range(1, 5):
         fake_checkpoint(tmp_path, epoch, patience, best_epoch=2)
-    assert checkpoint_to_export(tmp_path) == tmp_path / expected
-    assert checkpoint_to_export(tmp_path / "epoch-0003") == tmp_path / "epoch-0003"
+    assert reported_checkpoint(tmp_path) == tmp_path / expected
+    assert reported_checkpoint(tmp_path / "epoch-0003") == tmp_path / "epoch-0003"
+
+
+def test_a_best_epoch_whose_checkpoint_is_gone_is_not_replaced_by_the_last(tmp_path):
+    for epoch in (1, 3):
+        fake_checkpoint(tmp_path, epoch, patience=2, best_epoch=2)
+    with pytest.raises(FileNotFoundError, match="early stopping chose epoch 2, whose checkpoint epoch-0002 is gone"):
+        reported_checkpoint(tmp_path)
