@@ -74,3 +74,39 @@ def test_sweep_records_every_configuration_and_skips_finished_ones(synthetic_cac
     assert (directory / "pareto_dlrm.png").stat().st_size > 10_000 and (directory / "results.md").exists()
     artifacts = {item.path for item in client.list_artifacts(first.parent_run_id, "report")}
     assert {"report/results.csv", "report/results.md", "report/pareto_dlrm.png", "report/pareto_lr.png"} <= artifacts
+
+
+def test_each_configuration_checkpoints_in_a_directory_of_its_own(synthetic_cache, tmp_path):
+    import json
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    path = tmp_path / "checkpointed.toml"
+    path.write_text(
+        f"""
+name = "checkpointed"
+[data]
+prepared = "{synthetic_cache.path}"
+[grid]
+models = ["lr"]
+strategies = ["full", "hashing"]
+compressions = [10]
+seeds = [0]
+[train]
+batch_size = 4096
+checkpoint_dir = "{tmp_path / 'checkpoints'}"
+"""
+    )
+    outcome = run_sweep(path, store, tmp_path / "cache")
+    assert len(outcome.done) == 2
+    client = MlflowClient(store)
+    experiment = client.get_experiment_by_name("checkpointed").experiment_id
+    children = [run for run in client.search_runs([experiment]) if run.data.tags.get(HASH_TAG)]
+    strategies = {}
+    for run in children:
+        directory = tmp_path / "checkpoints" / run.data.tags[HASH_TAG]
+        assert run.data.tags["recsys.checkpoint"] == str(directory / "epoch-0001")
+        strategies[run.data.tags["strategy"]] = json.loads((directory / "epoch-0001" / "progress.json").read_text())
+    assert {name: progress["job"]["tables"]["strategy"] for name, progress in strategies.items()} == {
+        "full": "full",
+        "hashing": "hashing",
+    }

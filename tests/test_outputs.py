@@ -1,0 +1,189 @@
+"""No command destroys what it did not create: outputs never overlap inputs, a user's files are never
+replaced or removed, and a command killed at any moment leaves the complete old output or the new one."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import polars as pl
+import pytest
+
+from recsys import outputs
+from recsys.cli import main
+from recsys.data.cache import PreparedCache
+from recsys.export.artifact import export_checkpoint
+from recsys.export.format import verified
+from recsys.outputs import put_in_place, temporary_directory, temporary_file
+from recsys.tables import spec_from_mapping
+from recsys.train.config import TrainConfig
+from recsys.train.job import Job
+from recsys.train.loop import train
+from tests.train.conftest import SMALL_MODEL
+
+
+def test_a_file_is_replaced_whole_and_its_temporary_name_is_unique(tmp_path):
+    target = tmp_path / "scores.parquet"
+    target.write_text("old")
+    first, second = temporary_file(target), temporary_file(target)
+    assert first != second and first.parent == tmp_path and first.name.startswith(".scores.parquet.")
+    first.write_text("new")
+    put_in_place(first, target)
+    assert target.read_text() == "new"
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted([second.name, target.name])
+
+
+@pytest.mark.parametrize("atomic", [True, False], ids=["exchange", "two-renames"])
+def test_a_directory_is_replaced_whole_and_nothing_is_left_beside_it(tmp_path, monkeypatch, atomic):
+    if not atomic:
+        monkeypatch.setattr(outputs, "exchange", lambda first, second: False)
+    target = tmp_path / "model"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    new = temporary_directory(target)
+    (new / "new.txt").write_text("new")
+    put_in_place(new, target)
+    assert [path.name for path in target.iterdir()] == ["new.txt"]
+    assert [path.name for path in tmp_path.iterdir()] == ["model"]
+
+
+def test_the_exchange_swaps_two_directories_atomically(tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    (first / "a").write_text("a")
+    if not outputs.exchange(first, second):
+        pytest.skip("this file system has no renameat2 exchange")
+    assert (second / "a").exists() and not (first / "a").exists()
+
+
+def test_an_output_that_is_inside_or_holds_an_input_is_refused(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    for output in (data, data / "out", tmp_path):
+        with pytest.raises(ValueError, match="would overwrite"):
+            outputs.check_apart(output, [data])
+    outputs.check_apart(tmp_path / "elsewhere", [data])
+
+
+@pytest.fixture(scope="module")
+def checkpoints(synthetic_cache, tmp_path_factory):
+    directory = tmp_path_factory.mktemp("outputs") / "checkpoints"
+    config = TrainConfig(epochs=1, batch_size=4096, progress=False, checkpoint_dir=str(directory))
+    train(Job(synthetic_cache, spec_from_mapping({"strategy": "full"}), "dlrm", config, dict(SMALL_MODEL)))
+    return directory
+
+
+@pytest.fixture(scope="module")
+def head_file(synthetic_file, tmp_path_factory):
+    path = tmp_path_factory.mktemp("outputs_head") / "head.tsv"
+    path.write_text("".join(synthetic_file.read_text().splitlines(keepends=True)[:2000]))
+    return path
+
+
+def test_export_refuses_a_directory_that_is_not_an_artifact(checkpoints, synthetic_cache, tmp_path, capsys):
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "thesis.tex").write_text("years of work")
+    for output in (user, checkpoints, checkpoints / "epoch-0001" / "model", synthetic_cache.path):
+        assert main(["export", str(checkpoints), "-o", str(output)]) == 2
+        error = capsys.readouterr().err
+        assert "Traceback" not in error and ("not a recsys artifact" in error or "would overwrite" in error), error
+    assert (user / "thesis.tex").read_text() == "years of work"
+    assert (checkpoints / "epoch-0001" / "checksums.json").exists()
+
+
+def test_export_replaces_an_artifact_but_not_one_holding_other_files(checkpoints, tmp_path, capsys):
+    artifact = export_checkpoint(checkpoints, tmp_path / "model")
+    assert main(["export", str(checkpoints), "-o", str(artifact), "--quantize", "fp16"]) == 0
+    assert verified(artifact)["precision"] == "fp16"
+    (artifact / "notes.txt").write_text("mine")
+    assert main(["export", str(checkpoints), "-o", str(artifact)]) == 2
+    assert "not a recsys artifact (or holds other files too)" in capsys.readouterr().err
+    assert (artifact / "notes.txt").read_text() == "mine"
+
+
+def test_predict_refuses_to_write_over_its_inputs_or_a_file_that_is_not_parquet(
+    checkpoints, head_file, tmp_path, capsys
+):
+    artifact = export_checkpoint(checkpoints, tmp_path / "model")
+    before = head_file.read_bytes()
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    for output in (head_file, artifact / "model.pt", notes):
+        assert main(["predict", str(artifact), str(head_file), "-o", str(output), "--no-progress"]) == 2
+        error = capsys.readouterr().err
+        assert "Traceback" not in error and ("would overwrite" in error or "not a parquet file" in error), error
+    assert head_file.read_bytes() == before and notes.read_text() == "mine"
+
+
+def test_names_like_the_old_temporary_ones_are_a_users_and_left_alone(checkpoints, head_file, synthetic_file, tmp_path):
+    scores, artifact, cache = tmp_path / "scores.parquet", tmp_path / "model", tmp_path / "cache"
+    for name in ("scores.parquet.parts", "scores.parquet.partial", "model.partial", "cache.partial"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "keep.txt").write_text(name)
+    export_checkpoint(checkpoints, artifact)
+    assert main(["predict", str(artifact), str(head_file), "-o", str(scores), "--no-progress"]) == 0
+    assert main(["data", "prepare", str(head_file), "-o", str(cache)]) == 0
+    for name in ("scores.parquet.parts", "scores.parquet.partial", "model.partial", "cache.partial"):
+        assert (tmp_path / name / "keep.txt").read_text() == name
+    assert sorted(path.name for path in tmp_path.iterdir() if path.name.startswith(".")) == []
+
+
+def killed_at_several_points(command: list[str], check, fractions=(0.4, 0.75, 0.9, 0.97)) -> None:
+    """Run `command` whole (timing it), then kill -9 it at fractions of that time; `check()` after every run."""
+    started = time.monotonic()
+    subprocess.run(command, check=True, capture_output=True, timeout=300)
+    duration = time.monotonic() - started
+    check()
+    for fraction in fractions:
+        process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
+        time.sleep(duration * fraction)
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait(timeout=60)
+        check()
+
+
+def recsys_command(*arguments: str) -> list[str]:
+    return [sys.executable, "-m", "recsys", *arguments]
+
+
+def test_a_killed_export_leaves_the_old_artifact_or_the_new_one(checkpoints, tmp_path):
+    artifact = export_checkpoint(checkpoints, tmp_path / "model")
+
+    def check() -> None:
+        assert verified(artifact)["precision"] in ("fp32", "int8")
+
+    command = recsys_command("export", str(checkpoints), "-o", str(artifact), "--quantize", "int8")
+    killed_at_several_points(command, check)
+
+
+def test_a_killed_predict_leaves_the_old_scores_or_the_new_ones(checkpoints, head_file, tmp_path):
+    artifact = export_checkpoint(checkpoints, tmp_path / "model")
+    scores = tmp_path / "scores.parquet"
+    pl.DataFrame({"score": [0.5]}).write_parquet(scores)
+
+    def check() -> None:
+        assert len(pl.read_parquet(scores)) in (1, 2000)
+
+    command = recsys_command("predict", str(artifact), str(head_file), "-o", str(scores), "--no-progress")
+    killed_at_several_points(command, check)
+
+
+def test_a_killed_prepare_leaves_the_old_cache_or_the_new_one(synthetic_file, head_file, tmp_path):
+    cache = tmp_path / "cache"
+    assert main(["data", "prepare", str(head_file), "-o", str(cache)]) == 0
+
+    def check() -> None:
+        assert sum(PreparedCache.open(cache).meta["splits"].values()) in (2000, 40_000)
+
+    command = recsys_command("data", "prepare", str(synthetic_file), "-o", str(cache), "--overwrite")
+    killed_at_several_points(command, check)
