@@ -55,7 +55,7 @@ def test_the_serving_form_is_unsharded_and_predicts_what_training_predicts(make_
 def test_resume_restores_the_pruning_mask(make_job, tmp_path):
     """A run that stopped after its first epoch resumes onto the same schedule (same `epochs`)."""
     checkpoints = tmp_path / "checkpoints"
-    straight = train(make_job(PRUNED, epochs=2, checkpoint_dir=str(checkpoints)))
+    straight = train(make_job(PRUNED, epochs=2, checkpoint_dir=str(checkpoints), keep="all"))
     shutil.rmtree(checkpoints / "epoch-0002")
     resumed = train(make_job(PRUNED, epochs=2, checkpoint_dir=str(checkpoints), resume=True))
     assert len(resumed.losses) < len(straight.losses)  # it trained the second epoch only
