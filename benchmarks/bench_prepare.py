@@ -26,9 +26,9 @@ import pandas as pd  # noqa: E402
 from common import WORKDIR, machine, synthetic_file  # noqa: E402
 
 from recsys.data.bad_rows import BadRowTally  # noqa: E402
-from recsys.data.criteo import read_criteo  # noqa: E402
+from recsys.data.criteo import CRITEO, read_criteo  # noqa: E402
+from recsys.data.fields import MISSING_ID  # noqa: E402
 from recsys.data.prepare import PrepareOptions, prepare  # noqa: E402
-from recsys.data.schema import CRITEO, MISSING_ID  # noqa: E402
 
 
 def pandas_pipeline(path: Path, output: Path, engine: str) -> int:

@@ -17,7 +17,6 @@ import polars as pl
 
 from recsys.data.bad_rows import BadRowTally
 from recsys.data.fields import Count, Hex, Label
-from recsys.data.schema import CRITEO
 from recsys.data.text import TextFormat
 
 CRITEO_FORMAT = TextFormat(
@@ -25,11 +24,13 @@ CRITEO_FORMAT = TextFormat(
     title="Criteo TSV",
     separator="\t",
     fields=(
-        (CRITEO.label, Label()),
-        *((name, Count()) for name in CRITEO.dense_features),
-        *((name, Hex()) for name in CRITEO.sparse_features),
+        ("label", Label()),
+        *((f"I{index}", Count()) for index in range(1, 14)),
+        *((f"C{index}", Hex()) for index in range(1, 27)),
     ),
 )
+CRITEO = CRITEO_FORMAT.schema
+"""label, I1..I13 (dense), C1..C26 (sparse): derived from the fields."""
 
 
 def read_criteo(

@@ -12,9 +12,11 @@ Each rating is a row; a rating >= 4 counts as a click (label 1). Features, all c
     year                   the release year from the title ("Heat (1995)"); missing when the title has none
     gender, age, occupation, zip    the user's side features, when users.dat exists (1M)
 
-String values (genres, gender, zip) become ids by `string_id`, a fixed 63-bit hash, so training and
-serving agree without a vocabulary. Rows are ordered by timestamp (file order among ties) before the
-split, so validation and test are the latest ratings, as a recommender meets them. Ratings are
+String values (genres, gender, zip) become ids by the `string` and `string_bag` field kinds (a fixed
+63-bit hash, `recsys.data.fields.string_id`), so training and serving agree without a vocabulary.
+The schema and the raw fields of a served model are derived from `movielens_fields`. Rows are
+ordered by timestamp (file order among ties) before the split, so validation and test are the
+latest ratings, as a recommender meets them. Ratings are
 checked like every raw format (see `recsys.data.text`); a rating of a movie or user that the side
 files do not describe is a bad row; a malformed side-file line is an error naming its file and line.
 """
@@ -31,10 +33,9 @@ import numpy as np
 import polars as pl
 
 from recsys.data.bad_rows import BadRowTally
-from recsys.data.fields import Kind, Order, Threshold
-from recsys.data.schema import MISSING_ID, DatasetSchema
+from recsys.data.fields import MISSING_ID, Kind, Order, String, StringBag, Threshold
+from recsys.data.schema import DatasetSchema, raw_fields_of, schema_of
 from recsys.data.text import TextFormat
-from recsys.serving.rows import string_id
 
 RATING_FIELDS = (("userId", Kind()), ("movieId", Kind()), ("rating", Threshold()), ("timestamp", Order()))
 RATINGS_CSV = TextFormat(
@@ -48,22 +49,26 @@ RATINGS_DAT = TextFormat(
     fields=RATING_FIELDS,
     line_numbers=True,
 )
-MOVIE_FEATURES = ("genres", "year")
-USER_FEATURES = ("gender", "age", "occupation", "zip")
+GENRES, TEXT = StringBag(), String()
+MOVIE_FIELDS = (("genres", GENRES), ("year", Kind()))
+USER_FIELDS = (("gender", TEXT), ("age", Kind()), ("occupation", Kind()), ("zip", TEXT))
+USER_FEATURES = tuple(name for name, _ in USER_FIELDS)
 YEAR = re.compile(r"\((\d{4})\)\s*$")
+
+
+def movielens_fields(with_users: bool) -> tuple:
+    """A prepared MovieLens row as fields: the click label, the ids, the movie's and the user's features."""
+    ids = (("label", Threshold()), ("userId", Kind()), ("movieId", Kind()))
+    return (*ids, *MOVIE_FIELDS, *(USER_FIELDS if with_users else ()))
 
 
 def movielens_raw_fields(with_users: bool) -> list[dict]:
     """The raw fields a served MovieLens model takes: ids, the genre names, the year, the user's side features."""
-    kinds = {"userId": "integer", "movieId": "integer", "genres": "string_bag", "year": "integer"}
-    if with_users:
-        kinds.update({"gender": "string", "age": "integer", "occupation": "integer", "zip": "string"})
-    return [{"name": name, "kind": kind, "outputs": [name]} for name, kind in kinds.items()]
+    return raw_fields_of(movielens_fields(with_users))
 
 
 def movielens_schema(with_users: bool) -> DatasetSchema:
-    features = ("userId", "movieId", *MOVIE_FEATURES, *(USER_FEATURES if with_users else ()))
-    return DatasetSchema(name="movielens", dense_features=(), sparse_features=features)
+    return schema_of("movielens", movielens_fields(with_users))
 
 
 def layout(directory: Path) -> tuple[Path, Path, Path | None]:
@@ -151,7 +156,8 @@ def read_movies(path: Path) -> pl.DataFrame:
     for line, (movie, title, genre_text) in read_side_file(path, 3):
         ids.append(integer_field(path, line, "movieId", movie))
         names = [name for name in genre_text.split("|") if name and name != "(no genres listed)"]
-        genres.append([string_id(name) for name in names] or [MISSING_ID])
+        (bag,) = GENRES.encode(names)
+        genres.append(bag)
         year = YEAR.search(title)
         years.append(int(year.group(1)) if year else MISSING_ID)
     check_unique(path, "movieId", ids)
@@ -168,10 +174,10 @@ def read_users(path: Path) -> pl.DataFrame:
         rows.append(
             (
                 integer_field(path, line, "UserID", user),
-                string_id(gender),
+                TEXT.encode(gender)[0],
                 integer_field(path, line, "Age", age),
                 integer_field(path, line, "Occupation", occupation),
-                string_id(zip_code),
+                TEXT.encode(zip_code)[0],
             )
         )
     check_unique(path, "userId", [row[0] for row in rows])

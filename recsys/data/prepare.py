@@ -19,8 +19,8 @@ import polars as pl
 from recsys import __version__
 from recsys.data.bad_rows import BadRowTally
 from recsys.data.cache import FORMAT_VERSION, META_FILE, PARTS_DIRECTORY, SPLITS, PreparedCache
+from recsys.data.fields import MISSING_ID
 from recsys.data.formats import DatasetFormat, dataset_format
-from recsys.data.schema import MISSING_ID
 from recsys.data.stats import FREQUENCY_DIRECTORY, write_statistics
 from recsys.outputs import check_apart, put_in_place, remove, temporary_directory
 

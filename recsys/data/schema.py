@@ -1,22 +1,18 @@
-"""The prepared schema: what every dataset adapter turns its raw rows into.
+"""The prepared schema: what every dataset format turns its raw rows into, derived from its fields.
 
-A prepared row has a binary `label`, float32 dense features and int64 categorical ids.
-Criteo's raw format (label, I1..I13 integers, C1..C26 8-digit hex strings) maps onto it as:
-
-    raw      label  I1 .. I13            C1 .. C26
-    prepared label  log(1 + max(x, 0))  int(hex, 16); missing -> MISSING_ID
-
-Dense values are transformed once, here, so that training and serving share one definition.
+A prepared row has a binary label, float32 dense features and int64 categorical ids (or a list of
+ids for a bag). A format is a list of (raw field name, kind) (see `recsys.data.fields`); its schema
+and the raw fields a served model takes are derived from that list here and nowhere else.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
+from recsys.data.fields import Kind
 
-MISSING_ID = -1
-"""The id of a missing categorical value: a category of its own (missingness carries signal in CTR logs)."""
+Fields = Sequence[tuple[str, Kind]]
 
 
 @dataclass(frozen=True)
@@ -50,14 +46,25 @@ class DatasetSchema:
         )
 
 
-CRITEO = DatasetSchema(
-    name="criteo",
-    dense_features=tuple(f"I{index}" for index in range(1, 14)),
-    sparse_features=tuple(f"C{index}" for index in range(1, 27)),
-)
+def schema_of(name: str, fields: Fields) -> DatasetSchema:
+    """The prepared schema of a format's fields: its one label, dense and sparse outputs in field order."""
+    outputs = [output for field, kind in fields for output in kind.outputs(field)]
+    labels = [output for output, role in outputs if role == "label"]
+    if len(labels) != 1:
+        raise ValueError(f"format {name} needs exactly one label field, has {labels}")
+    return DatasetSchema(
+        name=name,
+        label=labels[0],
+        dense_features=tuple(output for output, role in outputs if role == "dense"),
+        sparse_features=tuple(output for output, role in outputs if role == "sparse"),
+    )
 
 
-def transform_dense_array(values: np.ndarray) -> np.ndarray:
-    """The dense transform log(1 + max(x, 0)) of raw integers; NaN stands for missing and becomes 0."""
-    clipped = np.clip(np.nan_to_num(values.astype(np.float64), nan=0.0), 0.0, None)
-    return np.log1p(clipped).astype(np.float32)
+def raw_fields_of(fields: Fields) -> list[dict]:
+    """The raw fields a served model of this format takes: name, kind and the model inputs each feeds
+    (ordering columns such as timestamps are not part of a served row)."""
+    return [
+        {"name": field, "kind": kind.name, "outputs": kind.model_inputs(field)}
+        for field, kind in fields
+        if all(role != "order" for _, role in kind.outputs(field))
+    ]

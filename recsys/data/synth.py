@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from recsys.data.schema import CRITEO, transform_dense_array
+from recsys.data.criteo import CRITEO
+from recsys.data.fields import dense_transform
 
 CRITEO_KAGGLE_CARDINALITIES = (
     1460, 583, 10131227, 2202608, 305, 24, 12517, 633, 3, 93145, 5683, 8351593, 3194,
@@ -140,7 +141,7 @@ class PlantedModel:
         self.pairs = [pairs[index] for index in sorted(chosen)]
         self.bias = 0.0
         calibration = self.sample_features(np.random.default_rng([config.seed, 7]), 50_000)
-        self.dense_center = transform_dense_array(calibration[0]).mean(axis=0)
+        self.dense_center = dense_transform(calibration[0]).mean(axis=0)
         self.bias = self.calibrated_bias(calibration)
 
     def calibrated_bias(self, sample: tuple[np.ndarray, np.ndarray, np.ndarray]) -> float:
@@ -180,7 +181,7 @@ class PlantedModel:
                 left = hashed_normal(seed, 10 + component * 2, first, keys[:, first])
                 right = hashed_normal(seed, 10 + component * 2, second, keys[:, second])
                 logits += scale * left * right
-        logits += (transform_dense_array(dense) - self.dense_center) @ self.dense_weights
+        logits += (dense_transform(dense) - self.dense_center) @ self.dense_weights
         return logits
 
 

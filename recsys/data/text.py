@@ -26,7 +26,7 @@ import polars as pl
 
 from recsys.data.bad_rows import BadRowTally
 from recsys.data.fields import Kind
-from recsys.data.schema import DatasetSchema
+from recsys.data.schema import DatasetSchema, raw_fields_of, schema_of
 
 MAX_LINE_BYTES = 1 << 20
 """Raw lines are a few hundred bytes; a megabyte without a line end means the file is something else."""
@@ -53,27 +53,11 @@ class TextFormat:
 
     @cached_property
     def schema(self) -> DatasetSchema:
-        outputs = [output for name, kind in self.fields for output in kind.outputs(name)]
-        labels = [name for name, role in outputs if role == "label"]
-        if len(labels) != 1:
-            raise ValueError(f"format {self.name} needs exactly one label field, has {labels}")
-        return DatasetSchema(
-            name=self.name,
-            label=labels[0],
-            dense_features=tuple(name for name, role in outputs if role == "dense"),
-            sparse_features=tuple(name for name, role in outputs if role == "sparse"),
-        )
+        return schema_of(self.name, self.fields)
 
     def raw_fields(self) -> list[dict]:
-        """Each raw field with its serving kind and the prepared features it becomes (see `recsys.serving.rows`)."""
-        return [
-            {
-                "name": name,
-                "kind": kind.serving,
-                "outputs": [output for output, role in kind.outputs(name) if role in ("dense", "sparse")],
-            }
-            for name, kind in self.fields
-        ]
+        """Each raw field with its kind and the model inputs it feeds (see `recsys.serving.rows`)."""
+        return raw_fields_of(self.fields)
 
     @property
     def header_line(self) -> bytes:

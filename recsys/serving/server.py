@@ -25,9 +25,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
-from recsys.data.schema import MISSING_ID
+from recsys.data.fields import MISSING_ID, FieldError
 from recsys.serving.artifact import ServedModel, features
-from recsys.serving.rows import EncodedRows, FeatureIds, FieldError, RawField, RowError
+from recsys.serving.rows import EncodedRows, FeatureIds, RawField, RowError
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 

@@ -11,8 +11,8 @@ import polars as pl
 import pytest
 
 from recsys.data.bad_rows import BadRowTally, MalformedRowError
-from recsys.data.criteo import read_criteo
-from recsys.data.schema import CRITEO, MISSING_ID
+from recsys.data.criteo import CRITEO, read_criteo
+from recsys.data.fields import MISSING_ID
 
 GOOD_ROW = (
     "1\t" + "\t".join(str(value) for value in range(13)) + "\t" + "\t".join(f"{value:08x}" for value in range(26))

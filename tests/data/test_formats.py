@@ -15,10 +15,9 @@ import polars as pl
 import pytest
 
 from recsys.data.bad_rows import BadRowTally, MalformedRowError
+from recsys.data.fields import MISSING_ID, string_id
 from recsys.data.formats import FORMATS, dataset_format
-from recsys.data.movielens import string_id
 from recsys.data.prepare import PrepareOptions, prepare
-from recsys.data.schema import MISSING_ID
 from tests.conftest import SHARED_DATA
 
 AVAZU_HEADER = (
@@ -144,7 +143,7 @@ def test_movielens_ratings_become_clicks_with_genre_bags_in_time_order(tmp_path)
 
 
 def test_string_ids_are_stable_across_processes():
-    code = "from recsys.data.movielens import string_id; print(string_id('Comedy'), string_id('F'))"
+    code = "from recsys.data.fields import string_id; print(string_id('Comedy'), string_id('F'))"
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert [int(value) for value in output] == [string_id("Comedy"), string_id("F")]
     assert 0 <= string_id("Comedy") < 2**63 and string_id("Comedy") != string_id("comedy")

@@ -9,8 +9,8 @@ import pytest
 
 from recsys.data.bad_rows import MalformedRowError
 from recsys.data.cache import PreparedCache
+from recsys.data.fields import MISSING_ID
 from recsys.data.prepare import PrepareOptions, prepare, split_rows
-from recsys.data.schema import MISSING_ID
 
 
 def raw_column(path, index: int) -> list[str]:

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from recsys.data.bad_rows import BadRowTally, MalformedRowError
-from recsys.data.fields import Count, Hex, HourOfDay, Kind, Label, LibFMIndex
+from recsys.data.fields import Count, Hex, HourOfDay, Kind, Label, LibFMIndex, String, StringBag
 from recsys.data.formats import FORMATS
 from recsys.data.text import TextFormat
 from recsys.serving.rows import RowEncoder, RowError
@@ -23,7 +23,10 @@ INTEGERS = ["0", "12", "-5", "+5", "0012", "9223372036854775807", "-922337203685
 HEXES = ["0", "ffffffff", "FFFFFFFF", "fF", "00000000", "1", "", "0x1f", "+1", "-1", "g1", " 1f", "123456789", "٣"]
 HOURS = ["14102100", "14102923", "00010100", "99123123", "14102124", "14023100", "1410210", "141021000", "", "abcdefgh"]
 LIBFM = ["3:1", "0:1", "12:1.0", "12:1.", "12:2", "12", ":1", "-3:1", "٣:1", "3:1 "]
-KINDS = [(Count(), INTEGERS), (Kind(), INTEGERS), (Hex(), HEXES), (HourOfDay(), HOURS), (LibFMIndex(), LIBFM)]
+STRINGS = ["Comedy", "", " x", "x ", "ü", "a|b", "3", "(no genres listed)"]
+BAGS = ["Comedy|Romance", "Comedy", "", "a||b", "|", "x|", "ü|Drama", " a|b "]
+KINDS = [(Count(), INTEGERS), (Kind(), INTEGERS), (Hex(), HEXES), (HourOfDay(), HOURS), (LibFMIndex(), LIBFM),
+         (String(), STRINGS), (StringBag(), BAGS)]  # fmt: skip
 
 
 def one_field_format(kind: Kind) -> TextFormat:
@@ -53,7 +56,9 @@ def test_each_value_is_accepted_and_encoded_exactly_as_prepare_does(tmp_path, ki
         for name in text.schema.dense_features:
             assert encoded.dense[0, text.schema.dense_features.index(name)] == prepared[name][0], (value, name)
         for name in text.schema.sparse_features:
-            assert encoded.ids[name].bags() == [[prepared[name][0]]], (value, name)
+            ids = prepared[name][0]
+            expected = ids.to_list() if isinstance(ids, pl.Series) else [ids]  # a bag, or one id
+            assert encoded.ids[name].bags() == [expected], (value, name)
 
 
 @pytest.mark.parametrize("name", ["criteo", "avazu", "frappe"])
@@ -238,3 +243,14 @@ def test_a_trailing_newline_is_refused_as_prepare_would_never_read_one(criteo_en
     field = "I1" if value[0] == "1" and value[1] == "2" else "C1"
     with pytest.raises(RowError, match=f"row 0: {field}: expected"):
         criteo_encoder.encode([criteo_row(**{field: value})])
+
+
+def test_data_never_imports_serving():
+    code = (
+        "import sys, pkgutil, importlib, recsys.data as data; "
+        "[importlib.import_module(f'recsys.data.{module.name}') for module in pkgutil.iter_modules(data.__path__)]; "
+        "print(sorted(name for name in sys.modules "
+        "if name.startswith(('recsys.serving', 'recsys.train', 'recsys.export'))))"
+    )
+    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert output.strip() == "[]"
