@@ -36,8 +36,8 @@ from common import WORKDIR, machine, synthetic_cache, synthetic_file  # noqa: E4
 from recsys.export.artifact import export_model  # noqa: E402
 from recsys.serving.artifact import ServedModel  # noqa: E402
 from recsys.tables import spec_from_mapping  # noqa: E402
-from recsys.train.compaction import serving_model  # noqa: E402
 from recsys.train.config import TrainConfig  # noqa: E402
+from recsys.train.finished import finished_model  # noqa: E402
 from recsys.train.job import Job  # noqa: E402
 from recsys.train.loop import train  # noqa: E402
 
@@ -136,7 +136,7 @@ def main() -> None:
     result = train(job)
     directories = {
         precision: export_model(
-            job, serving_model(job, result.model), WORKDIR / f"serving-model-{precision}", result.metrics, precision
+            finished_model(job, result.model, result.metrics), WORKDIR / f"serving-model-{precision}", precision
         )
         for precision in ("fp32", "int8")
     }

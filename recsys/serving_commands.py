@@ -95,10 +95,10 @@ def add_predict_command(commands: argparse._SubParsersAction) -> None:
 
 
 def run_export(arguments: argparse.Namespace) -> None:
-    from recsys.export.artifact import export_checkpoint
+    from recsys.export.artifact import check_output, export_model
     from recsys.export.mlflow_model import checkpoint_of_run, log_pyfunc, looks_like_run_id
     from recsys.tracking import resolve_tracking_uri
-    from recsys.train.distributed import close_process_group
+    from recsys.train.finished import finished_model_of_checkpoint
 
     precision = arguments.quantize or "fp32"
     source, run_id, tracking_uri = Path(arguments.source), None, None
@@ -108,10 +108,8 @@ def run_export(arguments: argparse.Namespace) -> None:
     elif not source.exists():
         raise FileNotFoundError(f"{source}: no such checkpoint directory (nor an MLflow run id: 32 hex digits)")
     origin = {"mlflow_run_id": run_id, "tracking_uri": tracking_uri} if run_id else {}
-    try:
-        directory = export_checkpoint(source, arguments.output, precision, origin)
-    finally:
-        close_process_group()
+    check_output(arguments.output, [source])  # before the checkpoint is read: a refusal costs nothing
+    directory = export_model(finished_model_of_checkpoint(source, origin), arguments.output, precision)
     print(f"exported {arguments.source} to {directory}/ (manifest.json, model.pt, statistics.pt)")
     print_quantization(directory)
     if run_id and not arguments.no_mlflow_model:

@@ -92,8 +92,8 @@ def exported(request, synthetic_cache, tmp_path_factory):
     """A DLRM trained with each strategy, and its exported artifact: (training result, directory, job)."""
     from recsys.export.artifact import export_model
     from recsys.tables import spec_from_mapping
-    from recsys.train.compaction import serving_model
     from recsys.train.config import TrainConfig
+    from recsys.train.finished import finished_model
     from recsys.train.job import Job
     from recsys.train.loop import train
     from tests.train.conftest import SMALL_MODEL
@@ -102,5 +102,5 @@ def exported(request, synthetic_cache, tmp_path_factory):
     job = Job(synthetic_cache, spec_from_mapping(EXPORTED_TABLES[request.param]), "dlrm", config, dict(SMALL_MODEL))
     result = train(job)
     directory = tmp_path_factory.mktemp("artifact") / "model"
-    export_model(job, serving_model(job, result.model), directory, result.metrics)
+    export_model(finished_model(job, result.model, result.metrics), directory)
     return result, directory, job

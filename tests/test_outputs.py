@@ -15,11 +15,12 @@ import pytest
 from recsys import outputs
 from recsys.cli import main
 from recsys.data.cache import PreparedCache
-from recsys.export.artifact import export_checkpoint
+from recsys.export.artifact import export_model
 from recsys.export.format import verified
 from recsys.outputs import put_in_place, temporary_directory, temporary_file
 from recsys.tables import spec_from_mapping
 from recsys.train.config import TrainConfig
+from recsys.train.finished import finished_model_of_checkpoint
 from recsys.train.job import Job
 from recsys.train.loop import train
 from tests.train.conftest import SMALL_MODEL
@@ -97,7 +98,7 @@ def test_export_refuses_a_directory_that_is_not_an_artifact(checkpoints, synthet
 
 
 def test_export_replaces_an_artifact_but_not_one_holding_other_files(checkpoints, tmp_path, capsys):
-    artifact = export_checkpoint(checkpoints, tmp_path / "model")
+    artifact = export_model(finished_model_of_checkpoint(checkpoints), tmp_path / "model")
     assert main(["export", str(checkpoints), "-o", str(artifact), "--quantize", "fp16"]) == 0
     assert verified(artifact)["precision"] == "fp16"
     (artifact / "notes.txt").write_text("mine")
@@ -109,7 +110,7 @@ def test_export_replaces_an_artifact_but_not_one_holding_other_files(checkpoints
 def test_predict_refuses_to_write_over_its_inputs_or_a_file_that_is_not_parquet(
     checkpoints, head_file, tmp_path, capsys
 ):
-    artifact = export_checkpoint(checkpoints, tmp_path / "model")
+    artifact = export_model(finished_model_of_checkpoint(checkpoints), tmp_path / "model")
     before = head_file.read_bytes()
     notes = tmp_path / "notes.txt"
     notes.write_text("mine")
@@ -125,7 +126,7 @@ def test_names_like_the_old_temporary_ones_are_a_users_and_left_alone(checkpoint
     for name in ("scores.parquet.parts", "scores.parquet.partial", "model.partial", "cache.partial"):
         (tmp_path / name).mkdir()
         (tmp_path / name / "keep.txt").write_text(name)
-    export_checkpoint(checkpoints, artifact)
+    export_model(finished_model_of_checkpoint(checkpoints), artifact)
     assert main(["predict", str(artifact), str(head_file), "-o", str(scores), "--no-progress"]) == 0
     assert main(["data", "prepare", str(head_file), "-o", str(cache)]) == 0
     for name in ("scores.parquet.parts", "scores.parquet.partial", "model.partial", "cache.partial"):
@@ -157,7 +158,7 @@ def recsys_command(*arguments: str) -> list[str]:
 
 
 def test_a_killed_export_leaves_the_old_artifact_or_the_new_one(checkpoints, tmp_path):
-    artifact = export_checkpoint(checkpoints, tmp_path / "model")
+    artifact = export_model(finished_model_of_checkpoint(checkpoints), tmp_path / "model")
 
     def check() -> None:
         assert verified(artifact)["precision"] in ("fp32", "int8")
@@ -167,7 +168,7 @@ def test_a_killed_export_leaves_the_old_artifact_or_the_new_one(checkpoints, tmp
 
 
 def test_a_killed_predict_leaves_the_old_scores_or_the_new_ones(checkpoints, head_file, tmp_path):
-    artifact = export_checkpoint(checkpoints, tmp_path / "model")
+    artifact = export_model(finished_model_of_checkpoint(checkpoints), tmp_path / "model")
     scores = tmp_path / "scores.parquet"
     pl.DataFrame({"score": [0.5]}).write_parquet(scores)
 

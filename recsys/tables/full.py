@@ -43,9 +43,10 @@ class FullLookup(LookupModule):
         super().__init__(spec, statistics)
         self.build_tables({feature: statistics.vocabulary(feature, spec.min_count) for feature in self.feature_names})
 
-    def build_tables(self, vocabularies: dict[str, np.ndarray]) -> None:
-        """One table per feature with a row per vocabulary id and the out-of-vocabulary row last."""
-        self.vocabularies = Vocabularies(vocabularies)
+    def build_tables(self, vocabularies: dict[str, np.ndarray], learned: bool = False) -> None:
+        """One table per feature with a row per vocabulary id and the out-of-vocabulary row last;
+        `learned` vocabularies (not rebuilt from statistics) are saved in the state."""
+        self.vocabularies = Vocabularies(vocabularies, persistent=learned)
         self.configs = [
             EmbeddingBagConfig(
                 name=f"{self.name}_{feature}",

@@ -276,7 +276,7 @@ class CompactPrunedLookup(FullLookup):
     ) -> None:
         nn.Module.__init__(self)
         self.describe(spec, feature_names, full_bytes)
-        self.build_tables(vocabularies)
+        self.build_tables(vocabularies, learned=True)
         if tables is not None:
             with torch.no_grad():
                 for config in self.configs:

@@ -4,7 +4,10 @@
     ids                        [40, 5, 977, -1]   ->  rows [1, 3, 2, 3]
 
 All features' vocabularies live in one int64 buffer (8 bytes per id, counted as index memory), so
-they move with the module and are saved with it.
+they move with the module. They are not saved with it where they come from the training statistics
+(a checkpoint's run and an artifact's record rebuild them exactly), only where they are learned
+state: the kept ids of pruned's compact form (`persistent=True`). So an artifact stores each
+vocabulary once.
 """
 
 from __future__ import annotations
@@ -27,13 +30,13 @@ def vocabulary_rows(vocabulary: torch.Tensor, ids: torch.Tensor) -> torch.Tensor
 class Vocabularies(nn.Module):
     """Sorted vocabularies of several features; `rows(feature, ids)` maps ids to table rows."""
 
-    def __init__(self, vocabularies: dict[str, np.ndarray]) -> None:
+    def __init__(self, vocabularies: dict[str, np.ndarray], persistent: bool = False) -> None:
         super().__init__()
         sizes = [len(vocabulary) for vocabulary in vocabularies.values()]
         ends = np.cumsum([0, *sizes])
         self.spans = {feature: (int(ends[index]), int(ends[index + 1])) for index, feature in enumerate(vocabularies)}
         ids = [torch.from_numpy(np.asarray(vocabulary, dtype=np.int64)) for vocabulary in vocabularies.values()]
-        self.register_buffer("ids", torch.cat(ids) if ids else torch.empty(0, dtype=torch.int64))
+        self.register_buffer("ids", torch.cat(ids) if ids else torch.empty(0, dtype=torch.int64), persistent=persistent)
 
     def size(self, feature: str) -> int:
         start, end = self.spans[feature]

@@ -28,7 +28,10 @@ from torchrec.optim.keyed import CombinedOptimizer
 
 from recsys.checksums import ChecksumError, checksums, verify
 from recsys.config import flatten
+from recsys.data.cache import PreparedCache
 from recsys.outputs import put_in_place
+from recsys.tables import spec_from_mapping
+from recsys.train.config import TrainConfig
 from recsys.train.distributed import is_main_process
 from recsys.train.job import Job
 
@@ -165,6 +168,20 @@ def reported_checkpoint(directory: Path) -> Path:
         )
     verify_checkpoint(best)
     return best
+
+
+def job_of_checkpoint(checkpoint: Path) -> Job:
+    """The job a checkpoint was written by, from what it records (data cache, tables, model, training)."""
+    recorded = read_progress(checkpoint)["job"]
+    model = dict(recorded["model"])
+    name = model.pop("name")
+    return Job(
+        cache=PreparedCache.open(recorded["data"]["path"]),
+        spec=spec_from_mapping(recorded["tables"], where=str(checkpoint)),
+        model=name,
+        config=TrainConfig(**{**recorded["train"], "progress": False}),
+        model_overrides=model,
+    )
 
 
 def load_checkpoint(path: Path, model: nn.Module, optimizer: CombinedOptimizer) -> None:

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from recsys.data.cache import PreparedCache
+from recsys.data.stats import FeatureStatistics
 from recsys.models import build_model
 from recsys.tables import build_lookup
 from recsys.tables.interface import MemoryReport
@@ -62,9 +63,10 @@ class Job:
         return {"strategy": self.spec.strategy, "model": self.model, "dataset": self.cache.name}
 
 
-def build(job: Job) -> tuple[nn.Module, MemoryReport]:
-    """The seeded, unsharded model of a job and its table memory."""
+def build(job: Job, statistics: FeatureStatistics | None = None) -> tuple[nn.Module, MemoryReport]:
+    """The seeded, unsharded model of a job and its table memory (its lookup built from `statistics`,
+    by default the cache's; a `RecordingStatistics` keeps what the lookup asked for)."""
     torch.manual_seed(job.config.seed)
-    lookup = build_lookup(job.spec, job.cache.statistics())
+    lookup = build_lookup(job.spec, statistics or job.cache.statistics())
     model = build_model(job.model, lookup, len(job.cache.schema.dense_features), job.model_overrides)
     return model, lookup.memory_report()

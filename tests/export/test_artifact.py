@@ -11,13 +11,13 @@ import torch
 
 from recsys.checksums import checksums
 from recsys.cli import main
-from recsys.export.artifact import export_checkpoint, export_model
+from recsys.export.artifact import export_model
 from recsys.export.format import ArtifactError
 from recsys.serving.artifact import ServedModel, features
 from recsys.tables import spec_from_mapping
 from recsys.train.checkpoint import reported_checkpoint
-from recsys.train.compaction import serving_model
 from recsys.train.config import TrainConfig
+from recsys.train.finished import finished_model, finished_model_of_checkpoint
 from recsys.train.job import Job
 from recsys.train.loop import train
 from tests.conftest import EXPORTED_TABLES
@@ -75,7 +75,7 @@ def test_an_altered_artifact_is_refused(exported, tmp_path):
 @pytest.mark.parametrize("precision", ["int8", "fp16"])
 def test_quantized_tables_serve_close_to_fp32_and_record_what_they_cost(exported, synthetic_file, tmp_path, precision):
     result, directory, job = exported
-    quantized = export_model(job, serving_model(job, result.model), tmp_path / precision, precision=precision)
+    quantized = export_model(finished_model(job, result.model), tmp_path / precision, precision=precision)
     served, exact = ServedModel.load(quantized), ServedModel.load(directory)
     rows = raw_rows(synthetic_file)
     difference = (served.predict(rows) - exact.predict(rows)).abs()
@@ -99,7 +99,7 @@ def test_a_checkpoint_exports_the_model_it_holds(synthetic_cache, synthetic_file
     config = TrainConfig(epochs=1, batch_size=512, progress=False, checkpoint_dir=str(tmp_path / "checkpoints"))
     job = Job(synthetic_cache, spec_from_mapping(EXPORTED_TABLES["hashing"]), "dlrm", config, dict(SMALL_MODEL))
     result = train(job)
-    served = ServedModel.load(export_checkpoint(tmp_path / "checkpoints", tmp_path / "model"))
+    served = ServedModel.load(export_model(finished_model_of_checkpoint(tmp_path / "checkpoints"), tmp_path / "model"))
     encoded = served.encoder.encode(raw_rows(synthetic_file, 50))
     with torch.no_grad():
         trained = torch.sigmoid(result.model(torch.from_numpy(encoded.dense), features(encoded)))
@@ -121,7 +121,8 @@ def test_the_export_command_writes_an_artifact_of_the_compact_form(synthetic_cac
 
 
 def test_export_refuses_a_directory_without_checkpoints(tmp_path, capsys):
-    assert main(["export", str(tmp_path), "-o", str(tmp_path / "model")]) == 2
+    (tmp_path / "empty").mkdir()
+    assert main(["export", str(tmp_path / "empty"), "-o", str(tmp_path / "model")]) == 2
     assert "no complete checkpoint" in capsys.readouterr().err
     assert not (tmp_path / "model").exists()
 

@@ -13,8 +13,8 @@ from recsys.export.artifact import export_model
 from recsys.export.format import MANIFEST, MANIFEST_CHECKSUM, ArtifactError, verified
 from recsys.serving.artifact import ServedModel
 from recsys.tables import spec_from_mapping
-from recsys.train.compaction import serving_model
 from recsys.train.config import TrainConfig
+from recsys.train.finished import finished_model
 from recsys.train.job import Job
 from recsys.train.loop import train
 from tests.train.conftest import SMALL_MODEL
@@ -25,7 +25,7 @@ def original(synthetic_cache, tmp_path_factory):
     config = TrainConfig(epochs=1, batch_size=4096, progress=False)
     job = Job(synthetic_cache, spec_from_mapping({"strategy": "full"}), "dlrm", config, dict(SMALL_MODEL))
     result = train(job)
-    return export_model(job, serving_model(job, result.model), tmp_path_factory.mktemp("format") / "model")
+    return export_model(finished_model(job, result.model), tmp_path_factory.mktemp("format") / "model")
 
 
 @pytest.fixture

@@ -15,8 +15,8 @@ from recsys.export.artifact import export_model
 from recsys.serving.artifact import ServedModel
 from recsys.serving.scoring import ScoringOptions, score_files
 from recsys.tables import spec_from_mapping
-from recsys.train.compaction import serving_model
 from recsys.train.config import TrainConfig
+from recsys.train.finished import finished_model
 from recsys.train.job import Job
 from recsys.train.loop import train
 from recsys.train.metrics import log_loss, roc_auc
@@ -31,7 +31,7 @@ def artifact(synthetic_cache, tmp_path_factory):
     job = Job(synthetic_cache, spec, "dlrm", config, dict(SMALL_MODEL))
     result = train(job)
     directory = tmp_path_factory.mktemp("scoring") / "model"
-    return export_model(job, serving_model(job, result.model), directory, result.metrics)
+    return export_model(finished_model(job, result.model, result.metrics), directory)
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +107,7 @@ def test_a_movielens_directory_is_scored_whole_and_a_file_in_it_is_refused(bag_c
     config = TrainConfig(epochs=1, batch_size=512, progress=False)
     job = Job(bag_cache, spec_from_mapping({"strategy": "full"}), "deepfm", config, {})
     result = train(job)
-    served = ServedModel.load(export_model(job, serving_model(job, result.model), tmp_path / "model"))
+    served = ServedModel.load(export_model(finished_model(job, result.model), tmp_path / "model"))
     directory = Path(bag_cache.meta["sources"][0]["path"])
     scored = score_files(served, [directory], tmp_path / "scores.parquet")
     assert scored.rows == sum(bag_cache.rows(split) for split in ("train", "val", "test"))

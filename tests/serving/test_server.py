@@ -25,8 +25,8 @@ from hypothesis import strategies as st
 from recsys.export.artifact import export_model
 from recsys.serving.artifact import ServedModel, features
 from recsys.tables import spec_from_mapping
-from recsys.train.compaction import serving_model
 from recsys.train.config import TrainConfig
+from recsys.train.finished import finished_model
 from recsys.train.job import Job
 from recsys.train.loop import train
 from tests.export.test_artifact import raw_rows
@@ -100,7 +100,7 @@ def server(synthetic_cache, tmp_path_factory):
     )
     result = train(job)
     directory = tmp_path_factory.mktemp("served") / "model"
-    export_model(job, serving_model(job, result.model), directory, result.metrics)
+    export_model(finished_model(job, result.model, result.metrics), directory)
     with running_server(directory, "--max-rows", "64") as base:
         yield base, ServedModel.load(directory)
 

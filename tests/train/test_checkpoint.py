@@ -9,8 +9,9 @@ import torch
 
 from recsys.checksums import ChecksumError
 from recsys.cli import main
-from recsys.export.artifact import export_checkpoint
+from recsys.export.artifact import export_model
 from recsys.train.checkpoint import CHECKSUM_FILE, PROGRESS_FILE, latest_checkpoint
+from recsys.train.finished import finished_model_of_checkpoint
 from recsys.train.loop import train
 from tests.train.conftest import with_config
 from tests.train.test_early_stopping import bag_job
@@ -48,10 +49,10 @@ def stopped_early(bag_cache, tmp_path_factory):
 def test_export_takes_the_best_epoch_by_directory_and_by_run_id(stopped_early, tmp_path):
     directory, run_id, uri, best, stopped = stopped_early
     assert epochs(directory) == [f"epoch-{epoch:04d}" for epoch in range(1, stopped + 1)]
-    by_directory = export_checkpoint(directory, tmp_path / "by_directory")
+    by_directory = export_model(finished_model_of_checkpoint(directory), tmp_path / "by_directory")
     assert main(["export", run_id, "-o", str(tmp_path / "by_run"), "--tracking-uri", uri, "--no-mlflow-model"]) == 0
-    of_best = export_checkpoint(directory / f"epoch-{best:04d}", tmp_path / "of_best")
-    of_last = export_checkpoint(directory / f"epoch-{stopped:04d}", tmp_path / "of_last")
+    of_best = export_model(finished_model_of_checkpoint(directory / f"epoch-{best:04d}"), tmp_path / "of_best")
+    of_last = export_model(finished_model_of_checkpoint(directory / f"epoch-{stopped:04d}"), tmp_path / "of_last")
     for artifact in (by_directory, tmp_path / "by_run"):
         manifest = json.loads((artifact / "manifest.json").read_text())
         assert manifest["source"]["epoch"] == best
@@ -96,7 +97,8 @@ def test_the_data_path_is_recorded_absolute_and_exports_from_anywhere(synthetic_
     recorded = json.loads((latest_checkpoint(tmp_path / "checkpoints") / PROGRESS_FILE).read_text())
     assert recorded["job"]["data"]["path"] == str(synthetic_cache.path.resolve())
     monkeypatch.chdir(tmp_path)
-    assert (export_checkpoint(tmp_path / "checkpoints", tmp_path / "model") / "manifest.json").exists()
+    artifact = export_model(finished_model_of_checkpoint(tmp_path / "checkpoints"), tmp_path / "model")
+    assert (artifact / "manifest.json").exists()
 
 
 @pytest.fixture

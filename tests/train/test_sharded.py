@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from recsys.train.finished import finished_model_of_checkpoint
 from tests.train.sharded_worker import run_job
 
 WORKER = Path(__file__).with_name("sharded_worker.py")
@@ -108,12 +109,16 @@ def test_two_ranks_train_like_one_process(synthetic_cache, tmp_path, sharding):
 
 
 def test_checkpoints_move_between_world_sizes(synthetic_cache, tmp_path):
-    """2 ranks (row-wise) -> 1 process, and 1 process -> 2 ranks (table-wise), against straight runs."""
+    """2 ranks (row-wise) -> 1 process, and 1 process -> 2 ranks (table-wise), against straight runs; the
+    row-wise checkpoint of 2 ranks also exports (unsharded) the model those ranks tested."""
     tables = STRATEGIES["hashing"]
     straight = run_job(synthetic_cache, {"tables": tables, "epochs": 2})
     down, up = str(tmp_path / "two-to-one"), str(tmp_path / "one-to-two")
     first_half = {"tables": tables, "epochs": 1, "sharding": "row_wise", "checkpoint_dir": down}
-    run_ranks(synthetic_cache, {"first": first_half}, tmp_path)
+    first = run_ranks(synthetic_cache, {"first": first_half}, tmp_path)["first"]
+    exported = finished_model_of_checkpoint(Path(down))  # row-wise shards of 2 ranks, read into one model
+    exported_auc = exported.test_metrics(exported.model)["auc"]
+    assert exported_auc == pytest.approx(first["metrics"]["test/auc"], abs=TOLERANCE)
     resumed_down = run_job(synthetic_cache, {"tables": tables, "epochs": 2, "checkpoint_dir": down, "resume": True})
     run_job(synthetic_cache, {"tables": tables, "epochs": 1, "checkpoint_dir": up})
     second_half = {"tables": tables, "epochs": 2, "sharding": "table_wise", "checkpoint_dir": up, "resume": True}
