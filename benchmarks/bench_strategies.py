@@ -23,9 +23,9 @@ quiet_libraries()
 
 from common import synthetic_cache  # noqa: E402
 
+from recsys.cli.workflow import train_and_track  # noqa: E402
 from recsys.tracking import MLflowTracker  # noqa: E402
 from recsys.train.config import TrainConfig  # noqa: E402
-from recsys.workflow import train_and_track  # noqa: E402
 
 TABLES = Path(__file__).resolve().parents[1] / "tables"
 EXPERIMENT = "strategies-synthetic"

@@ -101,7 +101,8 @@ def test_nproc_trains_over_two_processes_and_only_rank_0_tracks(synthetic_cache,
 
 
 def test_sizes_and_nproc_arguments():
-    from recsys.cli import byte_size, without_nproc
+    from recsys.cli.arguments import byte_size
+    from recsys.cli.train import without_nproc
 
     assert byte_size("2GiB") == 2 * 2**30 and byte_size("500MB") == 500 * 10**6 and byte_size("1.5e6") == 1_500_000
     assert without_nproc(["train", "--nproc", "2", "--data", "x", "--nproc=3"]) == ["train", "--data", "x"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from mlflow.tracking import MlflowClient
 
-from recsys.demo import DEMO_TABLES, EXPERIMENT, DemoOptions, run
+from recsys.cli.demo import DEMO_TABLES, EXPERIMENT, DemoOptions, run
 
 
 def test_demo_trains_tracks_and_reuses_its_data(tmp_path, capsys):

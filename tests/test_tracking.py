@@ -8,13 +8,13 @@ import time
 import pytest
 from mlflow.tracking import MlflowClient
 
+from recsys.cli.workflow import train_and_track
 from recsys.tables import spec_from_mapping
 from recsys.tracking import MLflowTracker, TrackingUnavailable
 from recsys.train.config import TrainConfig
 from recsys.train.events import Broadcast, Listener
 from recsys.train.job import Job
 from recsys.train.loop import train
-from recsys.workflow import train_and_track
 
 REQUIRED_METRICS = {
     "train/loss", "val/auc", "val/logloss", "test/auc", "test/logloss", "table/param_bytes",

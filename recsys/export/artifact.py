@@ -17,8 +17,8 @@ import torch
 from recsys import __version__
 from recsys.export.format import MODEL_FILE, STATISTICS_FILE, is_artifact, write_manifest
 from recsys.outputs import check_apart, put_in_place, remove, temporary_directory
-from recsys.serving.quantize import PRECISIONS, storage_bytes
 from recsys.tables.interface import lookup_of
+from recsys.tables.quantize import PRECISIONS, storage_bytes
 
 if TYPE_CHECKING:
     from recsys.train.finished import FinishedModel

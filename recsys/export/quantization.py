@@ -1,6 +1,6 @@
 """What quantizing a model's tables costs: test AUC and log loss before and after, and the bytes saved.
 
-The export quantizes the serving model in place (`recsys.serving.quantize`) and records this in the
+The export quantizes the serving model in place (`recsys.tables.quantize`) and records this in the
 artifact's manifest, so whoever serves an int8 model knows what it gave up for its memory. The test
 metrics come from the finished model (`FinishedModel.test_metrics`): export reads no data itself.
 """
@@ -11,8 +11,8 @@ from collections.abc import Callable
 
 from torch import nn
 
-from recsys.serving.quantize import quantize_lookup, storage_bytes
 from recsys.tables.interface import lookup_of
+from recsys.tables.quantize import quantize_lookup, storage_bytes
 
 
 def quantize_and_measure(

@@ -19,9 +19,9 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 from recsys.data.stats import ReplayedStatistics
 from recsys.export.format import MANIFEST, MODEL_FILE, STATISTICS_FILE, verified
 from recsys.models import build_model
-from recsys.serving.quantize import quantize_lookup
 from recsys.serving.rows import EncodedRows, RowEncoder
 from recsys.tables import spec_from_mapping
+from recsys.tables.quantize import quantize_lookup
 from recsys.tables.registry import build_serving_lookup
 
 

@@ -1,4 +1,4 @@
-"""The `recsys export`, `recsys serve` and `recsys predict` commands: arguments and what they print."""
+"""`recsys export`, `recsys serve` and `recsys predict`: arguments and what they print."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from recsys.arguments import TRACKING_HELP
+from recsys.cli.arguments import TRACKING_HELP
 
 
-def add_serving_commands(commands: argparse._SubParsersAction) -> None:
+def add_commands(commands: argparse._SubParsersAction) -> None:
     add_export_command(commands)
     add_serve_command(commands)
     add_predict_command(commands)
@@ -41,6 +41,7 @@ def add_export_command(commands: argparse._SubParsersAction) -> None:
         "--no-mlflow-model", action="store_true", help="with a run id: do not log the pyfunc model to the run"
     )
     export.add_argument("--model-name", help="pyfunc model name in the run (default model, or model-int8/-fp16)")
+    export.set_defaults(handler=run_export)
 
 
 def add_serve_command(commands: argparse._SubParsersAction) -> None:
@@ -64,6 +65,7 @@ def add_serve_command(commands: argparse._SubParsersAction) -> None:
         help="torch threads per model call (default 1: at batch 1 a second thread's wake-ups cost more than it "
         "saves, p99 18 ms instead of 2.7 ms at 50 requests/s; scale with more server processes)",
     )
+    serve.set_defaults(handler=run_serve)
 
 
 def add_predict_command(commands: argparse._SubParsersAction) -> None:
@@ -92,6 +94,7 @@ def add_predict_command(commands: argparse._SubParsersAction) -> None:
     predict.add_argument("--experiment", default="recsys-evaluation", help="MLflow experiment (recsys-evaluation)")
     predict.add_argument("--run-name", help="MLflow run name (default: evaluate <artifact>)")
     predict.add_argument("--no-progress", action="store_true", help="no progress bar")
+    predict.set_defaults(handler=run_predict)
 
 
 def run_export(arguments: argparse.Namespace) -> None:

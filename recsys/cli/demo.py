@@ -5,20 +5,42 @@ Re-running reuses the synthetic file and the cache when their settings have not 
 
 from __future__ import annotations
 
+import argparse
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from recsys.data.cache import PreparedCache
-from recsys.data.prepare import PrepareOptions, prepare
-from recsys.data.synth import GENERATOR_VERSION, SynthConfig, write_synthetic
-from recsys.tracking import resolve_tracking_uri
-from recsys.train.config import TrainConfig
-from recsys.workflow import train_and_track
+from recsys.cli.arguments import config_default, given_settings
 
-TABLES_DIRECTORY = Path(__file__).resolve().parents[1] / "tables"
+if TYPE_CHECKING:
+    from recsys.data.cache import PreparedCache
+
+TABLES_DIRECTORY = Path(__file__).resolve().parents[2] / "tables"
 DEMO_TABLES = ("full.toml", "hashing-10x.toml", "hashing-100x.toml")
 EXPERIMENT = "recsys-demo"
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    demo = commands.add_parser(
+        "demo",
+        help="synthetic data -> prepare -> train full and hashing -> memory-vs-AUC table",
+        description="The end-to-end demo: writes synthetic Criteo-format data, prepares it, trains DLRM "
+        "with the full table and hashing at 10x and 100x compression, tracks the runs in MLflow and "
+        "prints memory against AUC.",
+    )
+    workdir, rows, scale = (config_default(DemoOptions, name) for name in ("workdir", "rows", "cardinality_scale"))
+    demo.add_argument("--workdir", type=Path, default=workdir, help=f"where data goes (default {workdir})")
+    demo.add_argument("--rows", type=int, default=rows, help=f"synthetic rows (default {rows:,})")
+    demo.add_argument(
+        "--cardinality-scale", type=float, default=scale, help=f"fraction of Criteo's vocabularies (default {scale})"
+    )
+    demo.add_argument("--tracking-uri", help="MLflow store (default: sqlite file mlflow.db here)")
+    demo.set_defaults(handler=run_demo)
+
+
+def run_demo(arguments: argparse.Namespace) -> None:
+    run(DemoOptions(**given_settings(arguments, DemoOptions)))
 
 
 @dataclass(frozen=True)
@@ -33,6 +55,10 @@ class DemoOptions:
 def prepared_data(options: DemoOptions) -> PreparedCache:
     """The demo's cache, made again only when the synthetic settings changed."""
     from tqdm import tqdm
+
+    from recsys.data.cache import PreparedCache
+    from recsys.data.prepare import PrepareOptions, prepare
+    from recsys.data.synth import GENERATOR_VERSION, SynthConfig, write_synthetic
 
     options.workdir.mkdir(parents=True, exist_ok=True)
     config = SynthConfig(rows=options.rows, cardinality_scale=options.cardinality_scale, seed=options.seed)
@@ -52,6 +78,10 @@ def prepared_data(options: DemoOptions) -> PreparedCache:
 
 
 def run(options: DemoOptions) -> list[dict]:
+    from recsys.cli.workflow import train_and_track
+    from recsys.tracking import resolve_tracking_uri
+    from recsys.train.config import TrainConfig
+
     cache = prepared_data(options)
     tracking_uri = resolve_tracking_uri(options.tracking_uri)
     rows = []

@@ -1,9 +1,12 @@
-"""Argument types and help shared by the `recsys` commands: sizes, lists, fractions, the tracking store."""
+"""Argument types and help shared by the `recsys` commands: sizes, lists, fractions, the tracking store, and
+settings dataclasses filled from the options given (their defaults stated once, in the dataclass)."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
+from typing import Any
 
 TRACKING_HELP = "MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite file mlflow.db here)"
 
@@ -41,3 +44,14 @@ def split_fractions(text: str) -> tuple[float, float, float]:
     if len(parts) != 3:
         raise argparse.ArgumentTypeError(f"expected three fractions train,val,test; got {text!r}")
     return parts  # type: ignore[return-value]
+
+
+def config_default(config: type, name: str) -> Any:
+    """The default of field `name` of dataclass `config`: stated once, there, and quoted in --help."""
+    return next(field.default for field in dataclasses.fields(config) if field.name == name)
+
+
+def given_settings(arguments: argparse.Namespace, config: type) -> dict[str, Any]:
+    """The options given on the command line that are fields of `config` (the others keep its defaults)."""
+    names = {field.name for field in dataclasses.fields(config)}
+    return {name: value for name, value in vars(arguments).items() if name in names}

@@ -8,7 +8,8 @@ remapping in front (hashes, vocabularies, QR's factors, mixed-dim projections) s
     int8:  per row, uint8 codes plus an fp16 scale and bias (4 bytes), the row padded to 4 bytes
     fp16:  the row in half precision, padded to 4 bytes
 
-Quantizing is lossy; the export measures what it costs in test AUC (see `recsys.export.artifact`).
+Quantizing is lossy; the export measures what it costs in test AUC (see `recsys.export.quantization`).
+This is the tables' serving form, so it lives with the tables: export writes it, serving loads it.
 """
 
 from __future__ import annotations

@@ -1,0 +1,108 @@
+"""`recsys data synth` and `recsys data prepare`: arguments and what they print."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from recsys.cli.arguments import split_fractions
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    from recsys.data.formats import FORMATS
+
+    data = commands.add_parser("data", help="make and prepare click-log data").add_subparsers(
+        dest="data_command", required=True
+    )
+    synth = data.add_parser(
+        "synth",
+        help="write synthetic Criteo-format data with a planted click model",
+        description="Write rows in Criteo's raw format (label, I1..I13, C1..C26 hex) with Criteo Kaggle's "
+        "cardinality profile, Zipf-like value frequencies and labels from a hidden model with per-value "
+        "effects and pairwise interactions. Deterministic for a seed.",
+    )
+    synth.add_argument("-o", "--output", type=Path, required=True, help="output file (.tsv, or .tsv.gz to compress)")
+    synth.add_argument("--rows", type=int, default=1_000_000, help="rows to write (default 1,000,000)")
+    synth.add_argument(
+        "--cardinality-scale",
+        type=float,
+        default=1.0,
+        help="fraction of Criteo Kaggle's vocabulary sizes, in (0, 1] (default 1)",
+    )
+    synth.add_argument("--seed", type=int, default=0, help="seed of the planted model and the rows (default 0)")
+    synth.set_defaults(handler=run_synth)
+    prepare = data.add_parser(
+        "prepare",
+        help="raw click logs (Criteo, Avazu, Frappe, MovieLens) -> prepared columnar cache with feature statistics",
+        description="Stream raw files (plain or .gz, in the order given) into a prepared parquet cache, "
+        "split by row order into train/val/test, with id frequencies of the training split. Malformed "
+        "rows stop the run with file and line, unless --skip-bad-rows. Formats: "
+        + "; ".join(f"{name}: {raw_format.inputs}" for name, raw_format in FORMATS.items())
+        + ".",
+    )
+    prepare.add_argument("inputs", type=Path, nargs="+", help="raw files, in chronological order")
+    prepare.add_argument(
+        "--format", choices=list(FORMATS), default="criteo", help="the raw format of the inputs (default criteo)"
+    )
+    prepare.add_argument("-o", "--output", type=Path, required=True, help="cache directory to create")
+    prepare.add_argument(
+        "--split",
+        type=split_fractions,
+        default=(0.8, 0.1, 0.1),
+        help="train,val,test fractions by row order (default 0.8,0.1,0.1)",
+    )
+    prepare.add_argument(
+        "--skip-bad-rows",
+        action="store_true",
+        help="skip malformed rows and report them, instead of stopping at the first",
+    )
+    prepare.add_argument("--overwrite", action="store_true", help="replace an existing cache")
+    prepare.add_argument(
+        "--block-mb",
+        type=int,
+        default=32,
+        help="raw megabytes parsed per block, at least 1; bounds memory (default 32)",
+    )
+    prepare.set_defaults(handler=run_prepare)
+
+
+def run_synth(arguments: argparse.Namespace) -> None:
+    from tqdm import tqdm
+
+    from recsys.data.synth import SynthConfig, write_synthetic
+
+    config = SynthConfig(rows=arguments.rows, cardinality_scale=arguments.cardinality_scale, seed=arguments.seed)
+    with tqdm(total=config.rows, unit="rows", unit_scale=True, desc="synth") as bar:
+        write_synthetic(config, arguments.output, on_rows=bar.update)
+    print(f"wrote {config.rows:,} rows to {arguments.output}")
+
+
+def run_prepare(arguments: argparse.Namespace) -> None:
+    from tqdm import tqdm
+
+    from recsys.data.prepare import PrepareOptions, prepare
+
+    options = PrepareOptions(
+        split=arguments.split,
+        skip_bad_rows=arguments.skip_bad_rows,
+        overwrite=arguments.overwrite,
+        block_bytes=arguments.block_mb << 20,
+        format=arguments.format,
+    )
+    unknown_size = any(path.suffix == ".gz" or path.is_dir() for path in arguments.inputs)
+    total_bytes = None if unknown_size else sum(path.stat().st_size for path in arguments.inputs if path.is_file())
+    with tqdm(total=total_bytes, unit="B", unit_scale=True, desc="prepare (uncompressed bytes)") as bar:
+        rows = 0
+
+        def on_block(block_rows: int, raw_bytes: int) -> None:
+            nonlocal rows
+            rows += block_rows
+            bar.update(raw_bytes)
+            bar.set_postfix(rows=f"{rows:,}")
+
+        cache = prepare(arguments.inputs, arguments.output, options, on_block=on_block)
+    meta = cache.meta
+    splits = ", ".join(f"{name} {count:,}" for name, count in meta["splits"].items())
+    print(f"prepared {arguments.output}: {splits} rows in {meta['seconds']:.1f} s")
+    if meta["bad_rows"]["skipped"]:
+        print(meta["bad_rows"]["summary"])

@@ -1,0 +1,50 @@
+"""Training settings from the command line: the dataclass's defaults, the options given, errors naming the option."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from recsys.cli import main, parser
+from recsys.cli.train import FLAGS, train_config
+from recsys.train.config import TrainConfig
+
+REQUIRED = ["train", "--data", "cache", "--tables", "spec.toml"]
+
+
+def test_nothing_given_is_the_dataclass_defaults():
+    assert train_config(parser().parse_args(REQUIRED)) == TrainConfig()
+
+
+def test_the_options_given_fill_their_fields():
+    given = ["--epochs", "3", "--dense-lr", "0.01", "--sparse-optimizer", "sgd", "--no-progress", "--keep", "all"]
+    given += ["--checkpoint-dir", "runs/a", "--overwrite", "--rank-memory", "2GiB", "--patience", "2"]
+    expected = TrainConfig(
+        epochs=3,
+        dense_learning_rate=0.01,
+        sparse_optimizer="sgd",
+        progress=False,
+        keep="all",
+        checkpoint_dir="runs/a",
+        overwrite=True,
+        rank_memory=2 * 2**30,
+        patience=2,
+    )
+    assert train_config(parser().parse_args(REQUIRED + given)) == expected
+
+
+def test_every_setting_but_the_evaluation_internals_has_an_option_and_help_quotes_its_default(capsys):
+    parser()
+    assert set(FLAGS) == {field.name for field in dataclasses.fields(TrainConfig)} - {"eval_batch_size", "log_every"}
+    try:
+        parser().parse_args(["train", "--help"])
+    except SystemExit:
+        pass
+    text = " ".join(capsys.readouterr().out.split())
+    assert "rows per training step (default 4096)" in text and "(default best,last)" in text
+
+
+def test_a_bad_setting_is_one_line_naming_the_option(capsys):
+    assert main([*REQUIRED, "--epochs", "0", "--no-tracking"]) == 2
+    assert capsys.readouterr().err == "recsys train: error: --epochs must be positive, got 0\n"
+    assert main([*REQUIRED, "--resume", "--no-tracking"]) == 2
+    assert "--resume needs a checkpoint directory" in capsys.readouterr().err
