@@ -149,3 +149,22 @@ def test_a_best_epoch_whose_checkpoint_is_gone_is_not_replaced_by_the_last(tmp_p
         fake_checkpoint(tmp_path, epoch, patience=2, best_epoch=2)
     with pytest.raises(FileNotFoundError, match="early stopping chose epoch 2, whose checkpoint epoch-0002 is gone"):
         reported_checkpoint(tmp_path)
+
+
+def test_each_vocabulary_is_stored_once(exported):
+    """In statistics.pt (rebuilt into the tables at load) or, for pruned's learned kept ids, in model.pt."""
+    _, directory, _ = exported
+    state = torch.load(directory / "model.pt", weights_only=True)
+    in_state = [key for key in state if key.endswith("vocabularies.ids")]
+    recorded = json.loads((directory / "manifest.json").read_text())["statistics"]["vocabularies"]
+    assert not (in_state and recorded), (in_state, recorded)
+    assert bool(in_state) == (json.loads((directory / "manifest.json").read_text())["tables"]["strategy"] == "pruned")
+
+
+def test_export_and_serving_import_no_training_code():
+    code = (
+        "import sys, recsys.export.artifact, recsys.export.quantization, recsys.serving.artifact; "
+        "print(sorted(name for name in sys.modules if name.startswith('recsys.train')))"
+    )
+    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert output.strip() == "[]"

@@ -1,0 +1,99 @@
+"""Export time and raw-row encoding speed, through the command line only, so two trees compare side by side.
+
+Trains DLRM (default MLPs) with full tables for one epoch with a checkpoint on a synthetic
+Criteo-like cache (`recsys train`), then times `recsys export CHECKPOINT -o DIR` as whole processes
+(`--repeats` times, the first dropped as warm-up) and the in-process encoding of raw JSON rows at
+batch 1 and 512 by the exported model's encoder. Everything goes through the command line and
+`ServedModel`, which every version has, so the same script measures an older tree too:
+
+    python benchmarks/bench_export.py                        # this tree
+    PYTHONPATH=/path/to/other/tree python benchmarks/bench_export.py --tag other   # another (same .venv)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+WORKDIR = Path(".bench")
+NAMES = ["label", *(f"I{index}" for index in range(1, 14)), *(f"C{index}" for index in range(1, 27))]
+
+
+def recsys(*arguments: str) -> float:
+    """Run `recsys ARGUMENTS` to the end; its wall seconds."""
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "recsys", *arguments], check=True, capture_output=True, env=os.environ)
+    return time.perf_counter() - started
+
+
+def prepared(rows: int, root: Path) -> Path:
+    raw, cache = root / "raw.tsv", root / "cache"
+    if not (cache / "meta.json").exists():
+        recsys("data", "synth", "-o", str(raw), "--rows", str(rows), "--cardinality-scale", "0.02")
+        recsys("data", "prepare", str(raw), "-o", str(cache))
+    return cache
+
+
+def json_rows(path: Path, count: int) -> list[dict]:
+    rows = []
+    for line in path.read_text().splitlines()[:count]:
+        row = dict(zip(NAMES, (value or None for value in line.split("\t"))))
+        rows.append(
+            {name: int(value) if name[0] in "Il" and value is not None else value for name, value in row.items()}
+        )
+    return rows
+
+
+def encoding(artifact: Path, rows: list[dict], repeats: int) -> list[str]:
+    from recsys.serving.artifact import ServedModel
+
+    encoder = ServedModel.load(artifact).encoder
+    lines = []
+    for batch, count in ((1, repeats), (512, max(repeats // 10, 20))):
+        part = rows[:batch]
+        encoder.encode(part)
+        seconds = []
+        for _ in range(count):
+            started = time.perf_counter()
+            encoder.encode(part)
+            seconds.append(time.perf_counter() - started)
+        p50, p99 = np.percentile(seconds, 50) * 1e3, np.percentile(seconds, 99) * 1e3
+        rate = batch / np.median(seconds)
+        lines.append(f"encode batch {batch}: p50 {p50:.3f} ms, p99 {p99:.3f} ms, {rate:,.0f} rows/s")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--repeats", type=int, default=4, help="export runs; the first is a warm-up (default 4)")
+    parser.add_argument("--encode-repeats", type=int, default=2000)
+    parser.add_argument("--tag", default="this", help="a name for the tree measured (default this)")
+    arguments = parser.parse_args()
+    root = WORKDIR / f"export-{arguments.tag}"
+    root.mkdir(parents=True, exist_ok=True)
+    cache = prepared(arguments.rows, root)
+    checkpoints, artifact, spec = root / "checkpoints", root / "model", root / "full.toml"
+    spec.write_text('strategy = "full"\n')
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    train = ["train", "--data", str(cache), "--tables", str(spec), "--checkpoint-dir", str(checkpoints)]
+    recsys(*train, "--no-tracking", "--no-progress")
+    seconds = [recsys("export", str(checkpoints), "-o", str(artifact)) for _ in range(arguments.repeats)][1:]
+    print(f"{arguments.tag}: recsys export of DLRM full ({arguments.rows:,} rows, scale 0.02): "
+          f"min {min(seconds):.2f} s, median {np.median(seconds):.2f} s over {len(seconds)} runs")  # fmt: skip
+    raw = root / "rows.tsv"
+    if not raw.exists():
+        recsys("data", "synth", "-o", str(raw), "--rows", "512", "--cardinality-scale", "0.02", "--seed", "1")
+    for line in encoding(artifact, json_rows(raw, 512), arguments.encode_repeats):
+        print(f"{arguments.tag}: {line}")
+
+
+if __name__ == "__main__":
+    main()
