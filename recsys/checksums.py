@@ -44,6 +44,9 @@ def check_listing(directory: Path, listed: dict[str, str], own: set[str]) -> Non
         if not isinstance(digest, str) or not SHA256.fullmatch(digest):
             raise ChecksumError(f"{directory / name}: its listed checksum {digest!r} is not a sha256 hex digest")
     present = {path.name for path in directory.iterdir()}
+    for name in sorted(present & own):
+        if (directory / name).is_symlink():
+            raise ChecksumError(f"{directory / name} is a link, not a plain file")
     for name in sorted(set(listed) - present):
         raise ChecksumError(f"{directory / name} is missing")
     for name in sorted(present - set(listed) - own):

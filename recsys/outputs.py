@@ -29,28 +29,65 @@ AT_FDCWD = -100
 
 
 def check_apart(output: Path, sources: Iterable[Path], option: str = "-o") -> None:
-    """Refuse an `output` that is one of `sources`, lies inside one, or holds one (replacing it would lose it)."""
+    """Refuse an `output` that is one of `sources`, lies inside one, or holds one (replacing it would lose it).
+
+    Paths are compared resolved (links followed) and, where they exist, by device and inode, so a
+    case-insensitive file system or a second mount of the same directory is no way around it.
+    """
     target = output.resolve()
+    around_target = identities([target, *target.parents])
     for source in sources:
         resolved = source.resolve()
-        if target == resolved or resolved in target.parents or target in resolved.parents:
+        overlap = target == resolved or resolved in target.parents or target in resolved.parents
+        around_source = identities([resolved, *resolved.parents])
+        if overlap or identities([resolved]) & around_target or identities([target]) & around_source:
             raise ValueError(
                 f"{option} {output} would overwrite {source}, which this command reads; write the output elsewhere"
             )
 
 
+def identities(paths: Iterable[Path]) -> set[tuple[int, int]]:
+    """(device, inode) of each path that exists."""
+    found = set()
+    for path in paths:
+        try:
+            status = path.stat()
+        except OSError:
+            continue
+        found.add((status.st_dev, status.st_ino))
+    return found
+
+
 def temporary_directory(target: Path) -> Path:
-    """A new empty directory beside `target`, named after it and unique to this run."""
+    """A new empty directory beside `target`, named after it and unique to this run, with the permissions
+    a plain mkdir gives (mkdtemp's are private to the owner)."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+    path = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+    path.chmod(0o777 & ~current_umask())
+    return path
 
 
 def temporary_file(target: Path) -> Path:
-    """A new empty file beside `target`, named after it and unique to this run."""
+    """A new empty file beside `target`, named after it and unique to this run, with the permissions a
+    plain open gives (mkstemp's are private to the owner)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     descriptor, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
     os.close(descriptor)
+    Path(name).chmod(0o666 & ~current_umask())
     return Path(name)
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it (Linux), else by setting and restoring it."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def remove(path: Path) -> None:

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
 DEFAULT_EXPERIMENT = "recsys"
 FLUSH_EVERY = 100
+RUN_TOKEN_TAG = "recsys.run_token"
+"""The training's token, also in each of its checkpoints (`progress.json` "run")."""
 MAX_PARAM_LENGTH = 6000
 MAX_PENDING_POINTS = 100_000
 CHECK_ENVIRONMENT = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
@@ -108,7 +110,7 @@ class MLflowTracker(Listener):
     def on_start(self, start: RunStart) -> None:
         from mlflow.entities import Param
 
-        tags = {**start.tags, **self.extra_tags}
+        tags = {**start.tags, **self.extra_tags, RUN_TOKEN_TAG: start.run_token}
         if self.parent_run_id is not None:
             tags["mlflow.parentRunId"] = self.parent_run_id
         self.run_id = self.client.create_run(self.experiment_id, run_name=self.run_name, tags=tags).info.run_id

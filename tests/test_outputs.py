@@ -134,7 +134,7 @@ def test_names_like_the_old_temporary_ones_are_a_users_and_left_alone(checkpoint
     assert sorted(path.name for path in tmp_path.iterdir() if path.name.startswith(".")) == []
 
 
-def killed_at_several_points(command: list[str], check, fractions=(0.4, 0.75, 0.9, 0.97)) -> None:
+def killed_at_several_points(command: list[str], check, fractions=(0.5, 0.85, 0.97)) -> None:
     """Run `command` whole (timing it), then kill -9 it at fractions of that time; `check()` after every run."""
     started = time.monotonic()
     subprocess.run(command, check=True, capture_output=True, timeout=300)
@@ -188,3 +188,34 @@ def test_a_killed_prepare_leaves_the_old_cache_or_the_new_one(synthetic_file, he
 
     command = recsys_command("data", "prepare", str(synthetic_file), "-o", str(cache), "--overwrite")
     killed_at_several_points(command, check)
+
+
+def test_outputs_get_the_permissions_of_the_umask_not_private_ones(checkpoints, head_file, tmp_path):
+    previous = os.umask(0o022)
+    try:
+        artifact = export_model(finished_model_of_checkpoint(checkpoints), tmp_path / "model")
+        assert main(["predict", str(artifact), str(head_file), "-o", str(tmp_path / "s.parquet"), "--no-progress"]) == 0
+        assert main(["data", "prepare", str(head_file), "-o", str(tmp_path / "cache")]) == 0
+    finally:
+        os.umask(previous)
+    assert artifact.stat().st_mode & 0o777 == 0o755 and (tmp_path / "cache").stat().st_mode & 0o777 == 0o755
+    assert (tmp_path / "s.parquet").stat().st_mode & 0o777 == 0o644
+
+
+def test_only_what_is_wholly_of_the_commands_kind_is_replaced(checkpoints, head_file, tmp_path, capsys):
+    fake = tmp_path / "fake"
+    export_model(finished_model_of_checkpoint(checkpoints), fake)
+    (fake / "model.pt").unlink()
+    (fake / "model.pt").mkdir()  # a directory where the artifact has a file
+    (fake / "model.pt" / "thesis.tex").write_text("mine")
+    assert main(["export", str(checkpoints), "-o", str(fake)]) == 2
+    assert (fake / "model.pt" / "thesis.tex").read_text() == "mine"
+    cache = tmp_path / "cache"
+    assert main(["data", "prepare", str(head_file), "-o", str(cache)]) == 0
+    (cache / "notes.txt").write_text("mine")
+    assert main(["data", "prepare", str(head_file), "-o", str(cache), "--overwrite"]) == 2
+    assert "not a prepared cache (or holds other files too)" in capsys.readouterr().err
+    assert (cache / "notes.txt").read_text() == "mine"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["export", str(checkpoints), "-o", str(empty)]) == 0 and verified(empty)

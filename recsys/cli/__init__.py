@@ -14,7 +14,7 @@ import sys
 from recsys.cli import data, demo, serving, sweep, train
 from recsys.quiet import quiet_libraries
 
-EXPECTED_ERRORS = (ValueError, FileNotFoundError, FileExistsError)
+EXPECTED_ERRORS = (ValueError, FileNotFoundError, FileExistsError, PermissionError)
 """Errors that carry a message for the user (bad input, missing files): shown as one line.
 Anything else is a bug and shows its traceback; RECSYS_DEBUG=1 shows it for these too."""
 GROUPS = (data, train, sweep, serving, demo)

@@ -10,6 +10,9 @@ from recsys.cli.arguments import split_fractions
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
     from recsys.data.formats import FORMATS
+    from recsys.data.prepare import PrepareOptions
+
+    defaults = PrepareOptions()
 
     data = commands.add_parser("data", help="make and prepare click-log data").add_subparsers(
         dest="data_command", required=True
@@ -42,14 +45,14 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     prepare.add_argument("inputs", type=Path, nargs="+", help="raw files, in chronological order")
     prepare.add_argument(
-        "--format", choices=list(FORMATS), default="criteo", help="the raw format of the inputs (default criteo)"
+        "--format", choices=list(FORMATS), default=defaults.format, help=f"the raw format (default {defaults.format})"
     )
     prepare.add_argument("-o", "--output", type=Path, required=True, help="cache directory to create")
     prepare.add_argument(
         "--split",
         type=split_fractions,
-        default=(0.8, 0.1, 0.1),
-        help="train,val,test fractions by row order (default 0.8,0.1,0.1)",
+        default=defaults.split,
+        help=f"train,val,test fractions by row order (default {','.join(map(str, defaults.split))})",
     )
     prepare.add_argument(
         "--skip-bad-rows",
@@ -60,8 +63,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     prepare.add_argument(
         "--block-mb",
         type=int,
-        default=32,
-        help="raw megabytes parsed per block, at least 1; bounds memory (default 32)",
+        default=defaults.block_bytes >> 20,
+        help=f"raw megabytes parsed per block, at least 1; bounds memory (default {defaults.block_bytes >> 20})",
     )
     prepare.set_defaults(handler=run_prepare)
 

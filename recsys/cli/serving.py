@@ -104,15 +104,16 @@ def run_export(arguments: argparse.Namespace) -> None:
     from recsys.train.finished import finished_model_of_checkpoint
 
     precision = arguments.quantize or "fp32"
-    source, run_id, tracking_uri = Path(arguments.source), None, None
+    source, run_id, tracking_uri, token = Path(arguments.source), None, None, None
     if not source.exists() and looks_like_run_id(arguments.source):
         run_id, tracking_uri = arguments.source, resolve_tracking_uri(arguments.tracking_uri)
-        source = checkpoint_of_run(run_id, tracking_uri)
+        source, token = checkpoint_of_run(run_id, tracking_uri)
     elif not source.exists():
         raise FileNotFoundError(f"{source}: no such checkpoint directory (nor an MLflow run id: 32 hex digits)")
     origin = {"mlflow_run_id": run_id, "tracking_uri": tracking_uri} if run_id else {}
     check_output(arguments.output, [source])  # before the checkpoint is read: a refusal costs nothing
-    directory = export_model(finished_model_of_checkpoint(source, origin), arguments.output, precision)
+    finished = finished_model_of_checkpoint(source, origin, run_token=token)
+    directory = export_model(finished, arguments.output, precision)
     print(f"exported {arguments.source} to {directory}/ (manifest.json, model.pt, statistics.pt)")
     print_quantization(directory)
     if run_id and not arguments.no_mlflow_model:

@@ -13,6 +13,7 @@ chronological log is split by time.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,11 @@ class PreparedCache:
                 f"{meta_path}: cache format {meta.get('format_version')} is not {FORMAT_VERSION}; prepare it again"
             )
         return cls(path=path, meta=meta)
+
+    @property
+    def fingerprint(self) -> str:
+        """A hash of meta.json: changes whenever the cache is prepared again (its statistics and vocabularies too)."""
+        return hashlib.sha256((self.path / META_FILE).read_bytes()).hexdigest()[:16]
 
     @property
     def name(self) -> str:

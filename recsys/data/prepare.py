@@ -69,8 +69,21 @@ def check_output(output: Path, overwrite: bool) -> None:
         return
     if not overwrite:
         raise FileExistsError(f"{output} already exists; pass --overwrite to replace it")
-    if not (output / META_FILE).exists():
-        raise FileExistsError(f"{output} exists and is not a prepared cache (no {META_FILE}); it will not be replaced")
+    if not is_prepared_cache(output):
+        raise FileExistsError(
+            f"{output} exists and is not a prepared cache (or holds other files too); it will not be replaced"
+        )
+
+
+def is_prepared_cache(directory: Path) -> bool:
+    """A directory holding a prepared cache's entries and nothing else (so that replacing it loses nothing else)."""
+    try:
+        meta = json.loads((directory / META_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    own = {META_FILE, PARTS_DIRECTORY, FREQUENCY_DIRECTORY}
+    entries = list(directory.iterdir())
+    return isinstance(meta, dict) and "format_version" in meta and all(path.name in own for path in entries)
 
 
 def prepare(

@@ -60,7 +60,10 @@ def export_model(finished: FinishedModel, directory: Path, precision: str = "fp3
 def check_output(directory: Path, sources: list[Path]) -> None:
     """Refuse an output that would overwrite a source, or a directory that is not an artifact."""
     check_apart(directory, sources)
-    if directory.exists() and not (directory.is_dir() and is_artifact(directory)):
+    if directory.is_symlink():
+        raise FileExistsError(f"-o {directory} is a link; give the artifact directory itself")
+    empty = directory.is_dir() and not any(directory.iterdir())
+    if directory.exists() and not empty and not (directory.is_dir() and is_artifact(directory)):
         raise FileExistsError(
             f"-o {directory} exists and is not a recsys artifact (or holds other files too); it will not be "
             "replaced: choose another output"

@@ -166,14 +166,15 @@ def verified(directory: Path) -> dict:
 
 
 def is_artifact(directory: Path) -> bool:
-    """Whether `directory` holds an artifact's files and nothing else (so that replacing it loses nothing else)."""
+    """Whether `directory` holds an artifact's plain files and nothing else (so that replacing it loses
+    nothing else); an artifact of an older format version counts."""
     try:
         manifest = json.loads((directory / MANIFEST).read_text())
         files = set(manifest["files"]) | {MANIFEST, MANIFEST_CHECKSUM}
     except (OSError, ValueError, KeyError, TypeError):
         return False
-    present = {path.name for path in directory.iterdir()}
-    return present <= files and all(not (directory / name).is_symlink() for name in present)
+    present = list(directory.iterdir())
+    return all(path.name in files and path.is_file() and not path.is_symlink() for path in present)
 
 
 def write_manifest(directory: Path, manifest: dict) -> None:

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 from recsys import __version__
-from recsys.tracking import CHECK_ENVIRONMENT, TrackingUnavailable, environment
+from recsys.tracking import CHECK_ENVIRONMENT, RUN_TOKEN_TAG, TrackingUnavailable, environment
 
 CHECKPOINT_TAG = "recsys.checkpoint"
 EXPORTED_TAG = "recsys.exported"
@@ -24,8 +24,9 @@ def looks_like_run_id(source: str) -> bool:
     return bool(RUN_ID.fullmatch(source))
 
 
-def checkpoint_of_run(run_id: str, tracking_uri: str) -> Path:
-    """The checkpoint directory of a training run (from its `recsys.checkpoint` tag)."""
+def checkpoint_of_run(run_id: str, tracking_uri: str) -> tuple[Path, str | None]:
+    """The checkpoint directory of a training run (from its `recsys.checkpoint` tag) and the run's token,
+    which its own checkpoints carry (None for a run tracked before tokens)."""
     from mlflow.tracking import MlflowClient
 
     try:
@@ -41,7 +42,7 @@ def checkpoint_of_run(run_id: str, tracking_uri: str) -> Path:
     directory = Path(tagged).parent  # the tag names the latest epoch; its directory holds the run's best too
     if not directory.is_dir():
         raise FileNotFoundError(f"MLflow run {run_id}: its checkpoint directory {directory} is gone (moved or deleted)")
-    return directory
+    return directory, run.data.tags.get(RUN_TOKEN_TAG)
 
 
 def requirements() -> list[str]:

@@ -89,9 +89,13 @@ def epochs_in(directory: Path) -> dict[int, Path]:
 
 
 def remove_epochs(directory: Path, unwanted: Callable[[int], bool]) -> None:
+    """Remove checkpoints: each is renamed to a temporary name first, so a kill mid-way leaves no half
+    checkpoint under an epoch's name (a later claim of the directory removes the rest)."""
     for epoch, path in epochs_in(directory).items():
         if unwanted(epoch):
-            shutil.rmtree(path)
+            aside = directory / f".{path.name}.{uuid.uuid4().hex[:12]}.partial"
+            path.rename(aside)
+            shutil.rmtree(aside)
 
 
 def claim_directory(directory: Path, resume: bool, overwrite: bool) -> None:
@@ -101,23 +105,21 @@ def claim_directory(directory: Path, resume: bool, overwrite: bool) -> None:
     removed, on the main process, before training starts, as are the half-written checkpoints of
     killed runs (.epoch-NNNN.<token>.partial/); nothing else in the directory is touched.
     """
-    if resume and overwrite:
-        raise ValueError("--resume continues the run in --checkpoint-dir and --overwrite replaces it: choose one")
-    if is_main_process() and directory.is_dir():
-        for path in directory.iterdir():
-            if PARTIAL_NAME.fullmatch(path.name):
-                shutil.rmtree(path, ignore_errors=True)
-    found = epochs_in(directory)
-    if not found or resume:
-        return
-    if not overwrite:
+    found = epochs_in(directory)  # every rank looks before any rank changes anything
+    if dist.is_initialized():
+        dist.barrier()
+    if found and not resume and not overwrite:
         names = ", ".join(path.name for _, path in sorted(found.items())[:3])
         raise FileExistsError(
             f"--checkpoint-dir {directory} holds another run's checkpoints ({names}); pass --resume to continue "
             "that run, --overwrite to replace its checkpoints, or choose another directory"
         )
-    if is_main_process():
-        remove_epochs(directory, lambda epoch: True)
+    if is_main_process() and directory.is_dir():
+        for path in directory.iterdir():
+            if PARTIAL_NAME.fullmatch(path.name):
+                shutil.rmtree(path, ignore_errors=True)
+        if overwrite:
+            remove_epochs(directory, lambda epoch: True)
     if dist.is_initialized():
         dist.barrier()
 
@@ -175,8 +177,14 @@ def job_of_checkpoint(checkpoint: Path) -> Job:
     recorded = read_progress(checkpoint)["job"]
     model = dict(recorded["model"])
     name = model.pop("name")
+    cache = PreparedCache.open(recorded["data"]["path"])
+    if cache.fingerprint != recorded["data"].get("fingerprint"):
+        raise ValueError(
+            f"{checkpoint}: its prepared data {cache.path} was prepared again since it was trained; its tables "
+            "would not match the new vocabularies: train again on the new data"
+        )
     return Job(
-        cache=PreparedCache.open(recorded["data"]["path"]),
+        cache=cache,
         spec=spec_from_mapping(recorded["tables"], where=str(checkpoint)),
         model=name,
         config=TrainConfig(**{**recorded["train"], "progress": False}),

@@ -49,6 +49,10 @@ class TrainConfig:
             raise ValueError(f"rank_memory must be positive, got {self.rank_memory}")
         if self.resume and self.checkpoint_dir is None:
             raise ValueError("resume needs a checkpoint directory (--checkpoint-dir)")
+        if self.resume and self.overwrite:
+            raise ValueError(
+                "resume continues the run in the checkpoint directory and overwrite replaces it: choose one"
+            )
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -99,16 +99,24 @@ def metrics_on_test(job: Job, model: nn.Module) -> dict[str, float]:
     return evaluate(model, loader)
 
 
-def finished_model_of_checkpoint(directory: Path, source: dict | None = None) -> FinishedModel:
-    """The finished model of the checkpoint a run reports (early stopping's best epoch, else the last)."""
+def finished_model_of_checkpoint(
+    directory: Path, source: dict | None = None, run_token: str | None = None
+) -> FinishedModel:
+    """The finished model of the checkpoint a run reports (early stopping's best epoch, else the last);
+    with `run_token`, the checkpoint must have been written by that training."""
     checkpoint = reported_checkpoint(directory)
+    progress = read_progress(checkpoint)
+    if run_token and progress.get("run") != run_token:
+        raise ValueError(
+            f"{checkpoint} was written by another training than the run's (its directory was used again, "
+            "e.g. with --overwrite); export that checkpoint directory itself, or train the run again"
+        )
     job = job_of_checkpoint(checkpoint)
     recording = RecordingStatistics(job.cache.statistics())
     model, _ = build(job, recording)
     state = {"model": model.state_dict()}
     dcp.load(state, checkpoint_id=str(checkpoint))
     model.load_state_dict(state["model"])
-    progress = read_progress(checkpoint)
     origin = {**(source or {}), "checkpoint": str(checkpoint.resolve()), "epoch": progress.get("epoch")}
     finished = finished_model(job, model, progress.get("metrics", {}), origin, recording)
     finished.inputs += [directory, checkpoint]

@@ -30,7 +30,12 @@ class Job:
 
     def params(self) -> dict:
         return {
-            "data": {"path": str(self.cache.path.resolve()), "name": self.cache.name, **self.cache.meta["splits"]},
+            "data": {
+                "path": str(self.cache.path.resolve()),
+                "name": self.cache.name,
+                "fingerprint": self.cache.fingerprint,
+                **self.cache.meta["splits"],
+            },
             "tables": self.spec.to_dict(),
             "model": {"name": self.model, **self.model_overrides},
             "train": self.config.to_dict(),

@@ -6,6 +6,7 @@ The loop reports through `events.Listener`s (progress, MLflow, tests) and never 
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,10 +73,12 @@ def train(job: Job, listener: Listener | None = None) -> TrainResult:
     if config.checkpoint_dir is not None:
         claim_directory(Path(config.checkpoint_dir), config.resume, config.overwrite)
     progress = resume(job, sharded, optimizer, layouts) if job.config.resume else {"epoch": 0, "step": 0}
+    run_token = progress.get("run") or uuid.uuid4().hex
     failed = True
     try:
         plan = describe_plan(sharded.plan, shapes, world_size, config.sparse_optimizer)
-        listener.on_start(RunStart(job.params(), job.tags(), memory.to_dict(), job.spec_text, plan=plan))
+        start = RunStart(job.params(), job.tags(), memory.to_dict(), job.spec_text, plan=plan, run_token=run_token)
+        listener.on_start(start)
         per_rank = rank_bytes(sharded.plan, shapes, world_size, config.sparse_optimizer)
         listener.on_metrics({f"sharding/rank_{rank}_bytes": total for rank, total in enumerate(per_rank)}, 0)
         trainer = Trainer(
@@ -88,6 +91,7 @@ def train(job: Job, listener: Listener | None = None) -> TrainResult:
             layouts=layouts,
             stopping=EarlyStopping.from_state(config.patience, progress.get("early_stopping")),
             learning_rate_factor=progress.get("learning_rate_factor", 1.0),
+            run_token=run_token,
         )
         metrics = trainer.run(first_epoch=progress["epoch"], metrics=dict(progress.get("metrics", {})))
         serving = trainer.compact() if lookup_of(sharded).compacts else None
@@ -139,6 +143,7 @@ class Trainer:
 
     stopping: EarlyStopping | None = None
     learning_rate_factor: float = 1.0
+    run_token: str = ""
 
     def __post_init__(self) -> None:
         self.lookup = lookup_of(self.model)
@@ -270,6 +275,7 @@ class Trainer:
             "metrics": metrics,
             "early_stopping": self.stopping.state(),
             "patience": self.config.patience,
+            "run": self.run_token,
             "learning_rate_factor": self.learning_rate_factor,
             "job": self.job.resume_key(),
         }

@@ -76,7 +76,7 @@ def test_a_directory_of_another_run_is_refused_unless_resumed_or_overwritten(mak
     with pytest.raises(FileExistsError, match="holds another run's checkpoints .*epoch-0001.*--resume.*--overwrite"):
         train(with_config(job, epochs=1))
     with pytest.raises(ValueError, match="choose one"):
-        train(with_config(job, resume=True, overwrite=True))
+        with_config(job, resume=True, overwrite=True)
     train(with_config(job, epochs=1, seed=7, overwrite=True))  # epoch 2 of the other run must not survive
     assert epochs(tmp_path) == ["epoch-0001"] and (tmp_path / "notes.txt").read_text() == "mine"
     recorded = json.loads((tmp_path / "epoch-0001" / PROGRESS_FILE).read_text())
@@ -149,3 +149,32 @@ def test_a_checkpoint_is_verified_when_early_stopping_restores_it(make_job, tmp_
     stopping = EarlyStopping(patience=1, best_auc=0.9, best_epoch=1)
     with pytest.raises(ChecksumError, match="checksum mismatch"):
         stopping.restore_best(torch.nn.Linear(1, 1), last_epoch=3, checkpoint_dir=str(tmp_path))
+
+
+def test_a_run_whose_directory_another_training_took_over_is_not_exported(make_job, tmp_path, capsys):
+    from recsys.tracking import MLflowTracker
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = MLflowTracker(uri, "taken-over")
+    job = make_job(epochs=1, batch_size=4096, checkpoint_dir=str(tmp_path / "checkpoints"))
+    train(job, tracker)
+    train(with_config(job, seed=5, overwrite=True))  # another training writes into the same directory
+    command = ["export", tracker.run_id, "-o", str(tmp_path / "model"), "--tracking-uri", uri, "--no-mlflow-model"]
+    assert main(command) == 2
+    assert "was written by another training than the run's" in capsys.readouterr().err
+    assert not (tmp_path / "model").exists()
+
+
+def test_a_checkpoint_of_data_prepared_again_is_not_exported(synthetic_file, tmp_path, capsys):
+    from recsys.data.prepare import PrepareOptions, prepare
+    from recsys.tables import spec_from_mapping
+    from recsys.train.config import TrainConfig
+    from recsys.train.job import Job
+    from tests.train.conftest import SMALL_MODEL
+
+    cache = prepare([synthetic_file], tmp_path / "cache", PrepareOptions())
+    config = TrainConfig(epochs=1, batch_size=4096, progress=False, checkpoint_dir=str(tmp_path / "checkpoints"))
+    train(Job(cache, spec_from_mapping({"strategy": "full"}), "dlrm", config, dict(SMALL_MODEL)))
+    prepare([synthetic_file], tmp_path / "cache", PrepareOptions(split=(0.7, 0.2, 0.1), overwrite=True))
+    assert main(["export", str(tmp_path / "checkpoints"), "-o", str(tmp_path / "model")]) == 2
+    assert "was prepared again since it was trained" in capsys.readouterr().err
