@@ -6,8 +6,8 @@ Criteo-like cache (`recsys train`), then times `recsys export CHECKPOINT -o DIR`
 batch 1 and 512 by the exported model's encoder. Everything goes through the command line and
 `ServedModel`, which every version has, so the same script measures an older tree too:
 
-    python benchmarks/bench_export.py                        # this tree
-    PYTHONPATH=/path/to/other/tree python benchmarks/bench_export.py --tag other   # another (same .venv)
+    python benchmarks/bench_export.py                                          # this tree
+    python benchmarks/bench_export.py --tree /path/to/other/checkout --tag other   # another (same .venv)
 """
 
 from __future__ import annotations
@@ -22,22 +22,24 @@ from pathlib import Path
 
 import numpy as np
 
-WORKDIR = Path(".bench")
+WORKDIR = Path(".bench").resolve()
+TREE = Path(__file__).resolve().parents[1]
 NAMES = ["label", *(f"I{index}" for index in range(1, 14)), *(f"C{index}" for index in range(1, 27))]
 
 
-def recsys(*arguments: str) -> float:
-    """Run `recsys ARGUMENTS` to the end; its wall seconds."""
+def recsys(tree: Path, *arguments: str) -> float:
+    """Run `recsys ARGUMENTS` of the checkout `tree` (its root first on the path) to the end; its wall seconds."""
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "recsys", *arguments], check=True, capture_output=True, env=os.environ)
+    command = [sys.executable, "-m", "recsys", *arguments]
+    subprocess.run(command, check=True, capture_output=True, cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)})
     return time.perf_counter() - started
 
 
-def prepared(rows: int, root: Path) -> Path:
+def prepared(tree: Path, rows: int, root: Path) -> Path:
     raw, cache = root / "raw.tsv", root / "cache"
     if not (cache / "meta.json").exists():
-        recsys("data", "synth", "-o", str(raw), "--rows", str(rows), "--cardinality-scale", "0.02")
-        recsys("data", "prepare", str(raw), "-o", str(cache))
+        recsys(tree, "data", "synth", "-o", str(raw), "--rows", str(rows), "--cardinality-scale", "0.02")
+        recsys(tree, "data", "prepare", str(raw), "-o", str(cache))
     return cache
 
 
@@ -76,21 +78,24 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=4, help="export runs; the first is a warm-up (default 4)")
     parser.add_argument("--encode-repeats", type=int, default=2000)
     parser.add_argument("--tag", default="this", help="a name for the tree measured (default this)")
+    parser.add_argument("--tree", type=Path, default=TREE, help="the checkout whose recsys to measure (default this)")
     arguments = parser.parse_args()
+    tree = arguments.tree.resolve()
+    sys.path.insert(0, str(tree))  # ServedModel of that checkout, for the encoding figures
     root = WORKDIR / f"export-{arguments.tag}"
     root.mkdir(parents=True, exist_ok=True)
-    cache = prepared(arguments.rows, root)
+    cache = prepared(tree, arguments.rows, root)
     checkpoints, artifact, spec = root / "checkpoints", root / "model", root / "full.toml"
     spec.write_text('strategy = "full"\n')
     shutil.rmtree(checkpoints, ignore_errors=True)
     train = ["train", "--data", str(cache), "--tables", str(spec), "--checkpoint-dir", str(checkpoints)]
-    recsys(*train, "--no-tracking", "--no-progress")
-    seconds = [recsys("export", str(checkpoints), "-o", str(artifact)) for _ in range(arguments.repeats)][1:]
+    recsys(tree, *train, "--no-tracking", "--no-progress")
+    seconds = [recsys(tree, "export", str(checkpoints), "-o", str(artifact)) for _ in range(arguments.repeats)][1:]
     print(f"{arguments.tag}: recsys export of DLRM full ({arguments.rows:,} rows, scale 0.02): "
           f"min {min(seconds):.2f} s, median {np.median(seconds):.2f} s over {len(seconds)} runs")  # fmt: skip
     raw = root / "rows.tsv"
     if not raw.exists():
-        recsys("data", "synth", "-o", str(raw), "--rows", "512", "--cardinality-scale", "0.02", "--seed", "1")
+        recsys(tree, "data", "synth", "-o", str(raw), "--rows", "512", "--cardinality-scale", "0.02", "--seed", "1")
     for line in encoding(artifact, json_rows(raw, 512), arguments.encode_repeats):
         print(f"{arguments.tag}: {line}")
 

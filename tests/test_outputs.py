@@ -219,3 +219,22 @@ def test_only_what_is_wholly_of_the_commands_kind_is_replaced(checkpoints, head_
     empty = tmp_path / "empty"
     empty.mkdir()
     assert main(["export", str(checkpoints), "-o", str(empty)]) == 0 and verified(empty)
+
+
+def test_a_killed_training_leaves_only_complete_verified_checkpoints(synthetic_cache, tmp_path):
+    from recsys.train.checkpoint import epochs_in, verify_checkpoint
+
+    spec = tmp_path / "full.toml"
+    spec.write_text('strategy = "full"\n')
+    directory = tmp_path / "checkpoints"
+    command = recsys_command(
+        "train", "--data", str(synthetic_cache.path), "--tables", str(spec), "--epochs", "3", "--batch-size", "4096",
+        "--bottom-mlp", "16", "--top-mlp", "16", "--checkpoint-dir", str(directory), "--overwrite", "--no-tracking",
+        "--no-progress", "--keep", "all",
+    )  # fmt: skip
+
+    def check() -> None:
+        for path in epochs_in(directory).values():
+            verify_checkpoint(path)
+
+    killed_at_several_points(command, check)
