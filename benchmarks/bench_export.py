@@ -22,9 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from raw_rows import json_rows  # noqa: E402
+
 WORKDIR = Path(".bench").resolve()
 TREE = Path(__file__).resolve().parents[1]
-NAMES = ["label", *(f"I{index}" for index in range(1, 14)), *(f"C{index}" for index in range(1, 27))]
 
 
 def recsys(tree: Path, *arguments: str) -> float:
@@ -41,16 +44,6 @@ def prepared(tree: Path, rows: int, root: Path) -> Path:
         recsys(tree, "data", "synth", "-o", str(raw), "--rows", str(rows), "--cardinality-scale", "0.02")
         recsys(tree, "data", "prepare", str(raw), "-o", str(cache))
     return cache
-
-
-def json_rows(path: Path, count: int) -> list[dict]:
-    rows = []
-    for line in path.read_text().splitlines()[:count]:
-        row = dict(zip(NAMES, (value or None for value in line.split("\t"))))
-        rows.append(
-            {name: int(value) if name[0] in "Il" and value is not None else value for name, value in row.items()}
-        )
-    return rows
 
 
 def encoding(artifact: Path, rows: list[dict], repeats: int) -> list[str]:

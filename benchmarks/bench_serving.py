@@ -32,6 +32,7 @@ quiet_libraries()
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from common import WORKDIR, machine, synthetic_cache, synthetic_file  # noqa: E402
+from raw_rows import json_rows  # noqa: E402
 
 from recsys.export.artifact import export_model  # noqa: E402
 from recsys.serving.artifact import ServedModel  # noqa: E402
@@ -41,19 +42,7 @@ from recsys.train.finished import finished_model  # noqa: E402
 from recsys.train.job import Job  # noqa: E402
 from recsys.train.loop import train  # noqa: E402
 
-NAMES = ["label", *(f"I{index}" for index in range(1, 14)), *(f"C{index}" for index in range(1, 27))]
 LOADGEN = Path(__file__).resolve().parents[1] / "serving" / "loadgen.py"
-
-
-def json_rows(path: Path, count: int) -> list[dict]:
-    """Raw rows as a client sends them: counts as JSON numbers, hex ids as strings, missing as null."""
-    rows = []
-    for line in path.read_text().splitlines()[:count]:
-        row = dict(zip(NAMES, (value or None for value in line.split("\t"))))
-        rows.append(
-            {name: int(value) if name[0] in "Il" and value is not None else value for name, value in row.items()}
-        )
-    return rows
 
 
 def timings(function, repeats: int) -> np.ndarray:

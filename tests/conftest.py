@@ -19,6 +19,17 @@ CRITEO_SAMPLE = SHARED_DATA / "criteo" / "train_8k.tsv"
 SYNTHETIC = SynthConfig(rows=40_000, cardinality_scale=0.002, seed=3)
 
 
+def modules_loaded_by(statement: str, prefixes: tuple[str, ...]) -> list[str]:
+    """The modules starting with one of `prefixes` that a fresh interpreter has loaded after `statement`."""
+    import ast
+    import subprocess
+    import sys
+
+    code = f"import sys; {statement}; print(sorted(name for name in sys.modules if name.startswith({prefixes!r})))"
+    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    return ast.literal_eval(output.strip().splitlines()[-1])
+
+
 @pytest.fixture(scope="session")
 def criteo_sample() -> Path:
     if not CRITEO_SAMPLE.exists():

@@ -20,7 +20,7 @@ from recsys.train.config import TrainConfig
 from recsys.train.finished import finished_model, finished_model_of_checkpoint
 from recsys.train.job import Job
 from recsys.train.loop import train
-from tests.conftest import EXPORTED_TABLES
+from tests.conftest import EXPORTED_TABLES, modules_loaded_by
 from tests.train.conftest import SMALL_MODEL
 
 
@@ -162,9 +162,5 @@ def test_each_vocabulary_is_stored_once(exported):
 
 
 def test_export_and_serving_import_no_training_code():
-    code = (
-        "import sys, recsys.export.artifact, recsys.export.quantization, recsys.serving.artifact; "
-        "print(sorted(name for name in sys.modules if name.startswith('recsys.train')))"
-    )
-    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert output.strip() == "[]"
+    statement = "import recsys.export.artifact, recsys.export.quantization, recsys.serving.artifact"
+    assert modules_loaded_by(statement, ("recsys.train",)) == []
