@@ -10,7 +10,7 @@ TORCHREC := torchrec==1.8.0
 $(STAMP): pyproject.toml Makefile
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -e '.[test,bench]'
+	$(VENV)/bin/pip install --quiet -e '.[test,bench,signing]'
 	$(VENV)/bin/pip install --quiet --no-deps $(TORCHREC)
 	touch $(STAMP)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -38,10 +39,27 @@ def add_export_command(commands: argparse._SubParsersAction) -> None:
     )
     export.add_argument("--tracking-uri", help=TRACKING_HELP)
     export.add_argument(
+        "--sign-key",
+        type=Path,
+        default=os.environ.get("RECSYS_SIGNING_KEY"),
+        help="sign the artifact with this PEM elliptic-curve private key (OpenSSF model-signing; needs "
+        "pip install 'recsys[signing]'); default $RECSYS_SIGNING_KEY, else unsigned",
+    )
+    export.add_argument(
         "--no-mlflow-model", action="store_true", help="with a run id: do not log the pyfunc model to the run"
     )
     export.add_argument("--model-name", help="pyfunc model name in the run (default model, or model-int8/-fp16)")
     export.set_defaults(handler=run_export)
+
+
+def add_verify_key(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--verify-key",
+        type=Path,
+        default=os.environ.get("RECSYS_VERIFY_KEY"),
+        help="refuse the artifact unless it is signed by the private key of this PEM public key "
+        "(default $RECSYS_VERIFY_KEY, else signatures are not checked; the checksums always are)",
+    )
 
 
 def add_serve_command(commands: argparse._SubParsersAction) -> None:
@@ -65,6 +83,7 @@ def add_serve_command(commands: argparse._SubParsersAction) -> None:
         help="torch threads per model call (default 1: at batch 1 a second thread's wake-ups cost more than it "
         "saves, p99 18 ms instead of 2.7 ms at 50 requests/s; scale with more server processes)",
     )
+    add_verify_key(serve)
     serve.set_defaults(handler=run_serve)
 
 
@@ -94,6 +113,7 @@ def add_predict_command(commands: argparse._SubParsersAction) -> None:
     predict.add_argument("--experiment", default="recsys-evaluation", help="MLflow experiment (recsys-evaluation)")
     predict.add_argument("--run-name", help="MLflow run name (default: evaluate <artifact>)")
     predict.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_verify_key(predict)
     predict.set_defaults(handler=run_predict)
 
 
@@ -113,7 +133,7 @@ def run_export(arguments: argparse.Namespace) -> None:
     origin = {"mlflow_run_id": run_id, "tracking_uri": tracking_uri} if run_id else {}
     check_output(arguments.output, [source])  # before the checkpoint is read: a refusal costs nothing
     finished = finished_model_of_checkpoint(source, origin, run_token=token)
-    directory = export_model(finished, arguments.output, precision)
+    directory = export_model(finished, arguments.output, precision, arguments.sign_key)
     print(f"exported {arguments.source} to {directory}/ (manifest.json, model.pt, statistics.pt)")
     print_quantization(directory)
     if run_id and not arguments.no_mlflow_model:
@@ -153,7 +173,7 @@ def run_serve(arguments: argparse.Namespace) -> None:
     if arguments.threads < 1:
         raise ValueError(f"--threads must be at least 1, got {arguments.threads}")
     torch.set_num_threads(arguments.threads)
-    served = ServedModel.load(arguments.artifact)
+    served = ServedModel.load(arguments.artifact, arguments.verify_key)
     app = create_app(served, max_rows=arguments.max_rows, max_bytes=arguments.max_body_mb << 20)
     print(f"serving {arguments.artifact} on http://{arguments.host}:{arguments.port} (Ctrl-C stops)", flush=True)
     uvicorn.run(app, host=arguments.host, port=arguments.port, log_level="warning")
@@ -173,7 +193,7 @@ def run_predict(arguments: argparse.Namespace) -> None:
         if not path.exists():
             raise FileNotFoundError(f"{path}: no such file")
     tracker = evaluation_tracker(arguments) if arguments.evaluate else None
-    served = ServedModel.load(arguments.artifact)
+    served = ServedModel.load(arguments.artifact, arguments.verify_key)
     options = ScoringOptions(
         labelled=not arguments.unlabeled, skip_bad_rows=arguments.skip_bad_rows, batch_rows=arguments.batch_rows
     )

@@ -24,15 +24,22 @@ if TYPE_CHECKING:
     from recsys.train.finished import FinishedModel
 
 
-def export_model(finished: FinishedModel, directory: Path, precision: str = "fp32") -> Path:
+def export_model(
+    finished: FinishedModel, directory: Path, precision: str = "fp32", signing_key: Path | None = None
+) -> Path:
     """Write the artifact of `finished` to `directory`.
 
     With `precision` int8 or fp16 the tables are quantized first (in place) and the change in test
-    AUC is measured and recorded.
+    AUC is measured and recorded; with `signing_key` (a PEM private key) the artifact is signed.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; one of {', '.join(PRECISIONS)}")
     check_output(directory, finished.inputs)
+    if signing_key is not None:  # before any work: a missing key or package is found now
+        from recsys.export.signing import check_key, model_signing
+
+        check_key(signing_key, "signing key")
+        model_signing()
     lookup = lookup_of(finished.model)
     quantization = None
     if precision != "fp32":
@@ -54,7 +61,7 @@ def export_model(finished: FinishedModel, directory: Path, precision: str = "fp3
         "source": finished.source,
         "versions": {"recsys": __version__, "torch": torch.__version__},
     }
-    return write_artifact(directory, finished, manifest)
+    return write_artifact(directory, finished, manifest, signing_key)
 
 
 def check_output(directory: Path, sources: list[Path]) -> None:
@@ -70,8 +77,10 @@ def check_output(directory: Path, sources: list[Path]) -> None:
         )
 
 
-def write_artifact(directory: Path, finished: FinishedModel, manifest: dict) -> Path:
-    """model.pt, statistics.pt and the manifest (with its checksums), written beside and put in place."""
+def write_artifact(
+    directory: Path, finished: FinishedModel, manifest: dict, signing_key: Path | None = None
+) -> Path:
+    """model.pt, statistics.pt, the manifest (with its checksums) and the signature, written beside and put in place."""
     index, arrays = finished.statistics.to_record()
     partial = temporary_directory(directory)
     try:
@@ -79,6 +88,10 @@ def write_artifact(directory: Path, finished: FinishedModel, manifest: dict) -> 
         torch.save(state, partial / MODEL_FILE)
         torch.save({key: torch.from_numpy(value) for key, value in arrays.items()}, partial / STATISTICS_FILE)
         write_manifest(partial, {**manifest, "statistics": index})
+        if signing_key is not None:
+            from recsys.export.signing import sign_artifact
+
+            sign_artifact(partial, signing_key)
         put_in_place(partial, directory)
     finally:
         remove(partial)

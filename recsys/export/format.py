@@ -5,6 +5,7 @@
     <dir>/manifest.sha256  the sha256 of manifest.json, so that no byte of the artifact can change unseen
     <dir>/model.pt         the serving model's state (tensors only: loads with weights_only=True)
     <dir>/statistics.pt    the statistics the lookup's constructor asked for (`RecordingStatistics`)
+    <dir>/signature.sig    optional: every other file signed with a private key (`recsys.export.signing`)
 
 `verified` is the only way in: the directory must hold exactly these files (none unlisted, none
 missing, no links), the manifest must match its checksum and its schema (an error names the key),
@@ -23,6 +24,9 @@ from recsys.config import ConfigError, from_mapping
 
 MANIFEST = "manifest.json"
 MANIFEST_CHECKSUM = "manifest.sha256"
+SIGNATURE = "signature.sig"
+"""Present when the artifact was signed (`recsys.export.signing`)."""
+OWN_FILES = {MANIFEST, MANIFEST_CHECKSUM, SIGNATURE}
 MODEL_FILE = "model.pt"
 STATISTICS_FILE = "statistics.pt"
 PAYLOAD = (MODEL_FILE, STATISTICS_FILE)
@@ -159,7 +163,7 @@ def verified(directory: Path) -> dict:
     """The manifest of an artifact that holds exactly its listed files, each with its checksum."""
     manifest = read_manifest(directory)
     try:
-        verify(directory, manifest["files"], {MANIFEST, MANIFEST_CHECKSUM})
+        verify(directory, manifest["files"], OWN_FILES)
     except ChecksumError as error:
         raise ArtifactError(str(error)) from None
     return manifest
@@ -170,7 +174,7 @@ def is_artifact(directory: Path) -> bool:
     nothing else); an artifact of an older format version counts."""
     try:
         manifest = json.loads((directory / MANIFEST).read_text())
-        files = set(manifest["files"]) | {MANIFEST, MANIFEST_CHECKSUM}
+        files = set(manifest["files"]) | OWN_FILES
     except (OSError, ValueError, KeyError, TypeError):
         return False
     present = list(directory.iterdir())

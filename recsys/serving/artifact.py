@@ -35,9 +35,14 @@ class ServedModel:
     directory: Path | None = None
 
     @classmethod
-    def load(cls, directory: str | Path) -> ServedModel:
+    def load(cls, directory: str | Path, verify_key: Path | None = None) -> ServedModel:
+        """Load a verified artifact; with `verify_key` (a PEM public key) it must also carry a valid signature."""
         directory = Path(directory)
         manifest = verified(directory)
+        if verify_key is not None:
+            from recsys.export.signing import verify_signature
+
+            verify_signature(directory, Path(verify_key))
         arrays = torch.load(directory / STATISTICS_FILE, weights_only=True)
         statistics = ReplayedStatistics.from_record(
             manifest["statistics"], {key: value.numpy() for key, value in arrays.items()}
