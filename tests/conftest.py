@@ -87,6 +87,21 @@ def bag_cache(tmp_path_factory) -> PreparedCache:
     return prepare([directory], root / "cache", PrepareOptions(format="movielens"))
 
 
+@pytest.fixture(scope="session")
+def checkpoints(synthetic_cache, tmp_path_factory) -> Path:
+    """The checkpoint directory of one small DLRM with full tables (one epoch); tests must not change it."""
+    from recsys.tables import spec_from_mapping
+    from recsys.train.config import TrainConfig
+    from recsys.train.job import Job
+    from recsys.train.loop import train
+    from tests.train.conftest import SMALL_MODEL
+
+    directory = tmp_path_factory.mktemp("checkpointed") / "checkpoints"
+    config = TrainConfig(epochs=1, batch_size=4096, progress=False, checkpoint_dir=str(directory))
+    train(Job(synthetic_cache, spec_from_mapping({"strategy": "full"}), "dlrm", config, dict(SMALL_MODEL)))
+    return directory
+
+
 EXPORTED_TABLES = {
     "full": {"strategy": "full"},
     "hashing": {"strategy": "hashing", "compression": 10},

@@ -18,12 +18,7 @@ from recsys.data.cache import PreparedCache
 from recsys.export.artifact import export_model
 from recsys.export.format import verified
 from recsys.outputs import put_in_place, temporary_directory, temporary_file
-from recsys.tables import spec_from_mapping
-from recsys.train.config import TrainConfig
 from recsys.train.finished import finished_model_of_checkpoint
-from recsys.train.job import Job
-from recsys.train.loop import train
-from tests.train.conftest import SMALL_MODEL
 
 
 def test_a_file_is_replaced_whole_and_its_temporary_name_is_unique(tmp_path):
@@ -68,14 +63,6 @@ def test_an_output_that_is_inside_or_holds_an_input_is_refused(tmp_path):
         with pytest.raises(ValueError, match="would overwrite"):
             outputs.check_apart(output, [data])
     outputs.check_apart(tmp_path / "elsewhere", [data])
-
-
-@pytest.fixture(scope="module")
-def checkpoints(synthetic_cache, tmp_path_factory):
-    directory = tmp_path_factory.mktemp("outputs") / "checkpoints"
-    config = TrainConfig(epochs=1, batch_size=4096, progress=False, checkpoint_dir=str(directory))
-    train(Job(synthetic_cache, spec_from_mapping({"strategy": "full"}), "dlrm", config, dict(SMALL_MODEL)))
-    return directory
 
 
 @pytest.fixture(scope="module")

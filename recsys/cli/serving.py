@@ -134,7 +134,8 @@ def run_export(arguments: argparse.Namespace) -> None:
     check_output(arguments.output, [source])  # before the checkpoint is read: a refusal costs nothing
     finished = finished_model_of_checkpoint(source, origin, run_token=token)
     directory = export_model(finished, arguments.output, precision, arguments.sign_key)
-    print(f"exported {arguments.source} to {directory}/ (manifest.json, model.pt, statistics.pt)")
+    files = ", ".join(sorted(path.name for path in directory.iterdir()))
+    print(f"exported {arguments.source} to {directory}/ ({files})")
     print_quantization(directory)
     if run_id and not arguments.no_mlflow_model:
         name = arguments.model_name or ("model" if precision == "fp32" else f"model-{precision}")

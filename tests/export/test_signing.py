@@ -31,20 +31,6 @@ def key_pair(directory, name: str):
     return private, public
 
 
-@pytest.fixture(scope="module")
-def checkpoints(synthetic_cache, tmp_path_factory):
-    from recsys.tables import spec_from_mapping
-    from recsys.train.config import TrainConfig
-    from recsys.train.job import Job
-    from recsys.train.loop import train
-    from tests.train.conftest import SMALL_MODEL
-
-    directory = tmp_path_factory.mktemp("signing") / "checkpoints"
-    config = TrainConfig(epochs=1, batch_size=4096, progress=False, checkpoint_dir=str(directory))
-    train(Job(synthetic_cache, spec_from_mapping({"strategy": "full"}), "dlrm", config, dict(SMALL_MODEL)))
-    return directory
-
-
 def test_a_signed_artifact_verifies_and_every_forgery_is_refused(checkpoints, tmp_path, capsys):
     private, public = key_pair(tmp_path, "ours")
     _, other = key_pair(tmp_path, "theirs")
