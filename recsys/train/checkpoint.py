@@ -46,12 +46,10 @@ def epoch_path(directory: Path, epoch: int) -> Path:
     return directory / f"epoch-{epoch:04d}"
 
 
-def save_checkpoint(
-    directory: Path, model: nn.Module, optimizer: CombinedOptimizer, progress: dict, keep: str = "best,last"
-) -> Path:
+def save_checkpoint(directory: Path, model: nn.Module, optimizer: CombinedOptimizer, progress: dict, keep: str) -> Path:
     """Write epoch `progress["epoch"]` (every rank its shards), checksum it, rename it into place, apply `keep`."""
     target = epoch_path(directory, progress["epoch"])
-    partial = directory / f".{target.name}.{run_token()}.partial"
+    partial = directory / f".{target.name}.{save_token()}.partial"
     dcp.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, checkpoint_id=str(partial))
     if dist.is_initialized():
         dist.barrier()
@@ -68,7 +66,7 @@ def save_checkpoint(
     return target
 
 
-def run_token() -> str:
+def save_token() -> str:
     """A name part unique to this save, the same on every rank (rank 0's, broadcast)."""
     token = [uuid.uuid4().hex[:12]]
     if dist.is_initialized():
