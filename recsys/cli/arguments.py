@@ -43,7 +43,30 @@ def split_fractions(text: str) -> tuple[float, float, float]:
         raise argparse.ArgumentTypeError(f"expected three comma-separated fractions, got {text!r}") from error
     if len(parts) != 3:
         raise argparse.ArgumentTypeError(f"expected three fractions train,val,test; got {text!r}")
+    if not all(math.isfinite(part) and part >= 0 for part in parts) or abs(sum(parts) - 1.0) > 1e-6:
+        raise argparse.ArgumentTypeError(f"expected three non-negative fractions adding up to 1, got {text!r}")
+    if parts[0] <= 0:
+        raise argparse.ArgumentTypeError(f"the training fraction must be positive, got {text!r}")
     return parts  # type: ignore[return-value]
+
+
+def positive_int(text: str) -> int:
+    """An integer of at least 1 (rows, megabytes, threads)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def port_number(text: str) -> int:
+    """A TCP port to listen on: 1 to 65535."""
+    value = positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"a port is 1 to 65535, got {value}")
+    return value
 
 
 def config_default(config: type, name: str) -> Any:

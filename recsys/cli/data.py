@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from recsys.cli.arguments import split_fractions
+from recsys.cli.arguments import positive_int, split_fractions
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -25,7 +25,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "effects and pairwise interactions. Deterministic for a seed.",
     )
     synth.add_argument("-o", "--output", type=Path, required=True, help="output file (.tsv, or .tsv.gz to compress)")
-    synth.add_argument("--rows", type=int, default=1_000_000, help="rows to write (default 1,000,000)")
+    synth.add_argument("--rows", type=positive_int, default=1_000_000, help="rows to write (default 1,000,000)")
     synth.add_argument(
         "--cardinality-scale",
         type=float,
@@ -62,7 +62,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     prepare.add_argument("--overwrite", action="store_true", help="replace an existing cache")
     prepare.add_argument(
         "--block-mb",
-        type=int,
+        type=positive_int,
         default=defaults.block_bytes >> 20,
         help=f"raw megabytes parsed per block, at least 1; bounds memory (default {defaults.block_bytes >> 20})",
     )

@@ -9,6 +9,7 @@ run leaves no half-written cache and a replaced cache is complete until the new 
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,7 +38,7 @@ class PrepareOptions:
     """The raw format, a name in `recsys.data.formats.FORMATS`."""
 
     def __post_init__(self) -> None:
-        if len(self.split) != 3 or any(fraction < 0 for fraction in self.split):
+        if len(self.split) != 3 or not all(math.isfinite(fraction) and fraction >= 0 for fraction in self.split):
             raise ValueError(f"split needs three non-negative fractions (train, val, test), got {self.split}")
         if abs(sum(self.split) - 1.0) > 1e-6:
             raise ValueError(f"split fractions must add up to 1, got {self.split} (sum {sum(self.split)})")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
+
 from recsys.cli import main, parser
 from recsys.cli.train import FLAGS, train_config
 from recsys.train.config import TrainConfig
@@ -48,3 +50,26 @@ def test_a_bad_setting_is_one_line_naming_the_option(capsys):
     assert capsys.readouterr().err == "recsys train: error: --epochs must be positive, got 0\n"
     assert main([*REQUIRED, "--resume", "--no-tracking"]) == 2
     assert "--resume needs a checkpoint directory" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("command", "culprit"),
+    [
+        (["serve", "model", "--port", "99999"], "--port"),
+        (["serve", "model", "--port", "0"], "--port"),
+        (["serve", "model", "--max-rows", "0"], "--max-rows"),
+        (["serve", "model", "--max-body-mb", "-1"], "--max-body-mb"),
+        (["serve", "model", "--threads", "0"], "--threads"),
+        (["predict", "model", "in.tsv", "-o", "s.parquet", "--batch-rows", "0"], "--batch-rows"),
+        (["data", "prepare", "in.tsv", "-o", "cache", "--split", "nan,0,0"], "--split"),
+        (["data", "prepare", "in.tsv", "-o", "cache", "--split", "0.5,0.2,0.2"], "--split"),
+        (["data", "prepare", "in.tsv", "-o", "cache", "--split", "0,0.5,0.5"], "--split"),
+        (["data", "prepare", "in.tsv", "-o", "cache", "--block-mb", "0"], "--block-mb"),
+        (["data", "synth", "-o", "x.tsv", "--rows", "-5"], "--rows"),
+    ],
+)
+def test_bad_options_stop_before_any_work_with_exit_2_naming_the_option(command, culprit, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(command)
+    error = capsys.readouterr().err
+    assert stopped.value.code == 2 and f"argument {culprit}" in error and "Traceback" not in error
