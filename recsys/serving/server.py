@@ -87,8 +87,10 @@ async def json_body(request: Request, max_bytes: int) -> Any:
             raise BadRequest(413, f"request body is over the limit of {max_bytes:,} bytes")
     try:
         return json.loads(body, parse_constant=lambda name: float(name))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise BadRequest(400, f"request body is not JSON: {error}") from None
+    except RecursionError:
+        raise BadRequest(400, "request body is nested too deeply") from None
+    except ValueError as error:  # not JSON, not UTF-8, or an integer of more digits than Python converts
+        raise BadRequest(400, f"request body is not JSON the server can read: {str(error)[:200]}") from None
 
 
 def listed(body: Any, key: str, max_rows: int) -> list:
@@ -136,7 +138,8 @@ def create_app(served: ServedModel, max_rows: int = 4096, max_bytes: int = 8 << 
     async def lookup(request: Request) -> JSONResponse:
         body = await json_body(request, max_bytes)
         values = listed(body, "values", max_rows)
-        field = served.encoder.by_name.get(body.get("feature"))
+        feature = body.get("feature")
+        field = served.encoder.by_name.get(feature) if isinstance(feature, str) else None
         if field is None or len(field.outputs) != 1 or field.outputs[0] not in served.encoder.sparse_features:
             known = [name for name, raw in served.encoder.by_name.items() if raw.outputs[:1] and
                      raw.outputs[0] in served.encoder.sparse_features and len(raw.outputs) == 1]  # fmt: skip

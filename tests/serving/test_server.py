@@ -146,6 +146,10 @@ BAD_BODIES = [
     json.dumps({"rows": [{}] * 65}).encode(),
     b'{"rows": [{"I1": NaN}]}',
     '{"rows": ["\u00e9"]}'.encode("latin-1"),
+    b"[" * 100_000 + b"]" * 100_000,  # nested deeper than a recursive parser goes
+    b'{"rows": [{"I1": ' + b"9" * 5000 + b"}]}",  # more digits than Python converts to an int
+    b'{"feature": ["C1"], "values": ["0a"]}',  # a feature name of the wrong JSON type
+    b'{"feature": {"C1": 1}, "values": ["0a"]}',
 ]
 
 
