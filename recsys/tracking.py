@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
 DEFAULT_EXPERIMENT = "recsys"
 FLUSH_EVERY = 100
+WRITE_CHECK_TAG = "recsys.store_writable"
+"""Set on the experiment when the store is checked: proof that it takes writes."""
 RUN_TOKEN_TAG = "recsys.run_token"
 """The training's token, also in each of its checkpoints (`progress.json` "run")."""
 MAX_PARAM_LENGTH = 6000
@@ -70,7 +72,11 @@ def environment(values: dict[str, str]) -> Iterator[None]:
 
 
 def connect(tracking_uri: str, experiment: str) -> tuple[MlflowClient, str]:
-    """An MlflowClient and the id of `experiment` (created if missing), or TrackingUnavailable."""
+    """An MlflowClient and the id of `experiment` (created if missing), or TrackingUnavailable.
+
+    The store must take a write, not only answer a read: a tag is set on the experiment, so a store
+    that is read-only (a locked file, a read-only server) is found now, before any training.
+    """
     from mlflow.tracking import MlflowClient
 
     try:
@@ -78,8 +84,11 @@ def connect(tracking_uri: str, experiment: str) -> tuple[MlflowClient, str]:
             client = MlflowClient(tracking_uri=tracking_uri)
             found = client.get_experiment_by_name(experiment)
             if found is not None:
-                return client, found.experiment_id
-            return client, client.create_experiment(experiment, artifact_location=artifact_location(tracking_uri))
+                experiment_id = found.experiment_id
+            else:
+                experiment_id = client.create_experiment(experiment, artifact_location=artifact_location(tracking_uri))
+            client.set_experiment_tag(experiment_id, WRITE_CHECK_TAG, "ok")
+            return client, experiment_id
     except Exception as error:  # MLflow raises many kinds (connection, SQL, REST); all mean the same here
         raise TrackingUnavailable(
             f"cannot use the MLflow tracking store {tracking_uri}: {type(error).__name__}: {str(error)[:300]}. "

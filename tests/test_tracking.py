@@ -121,3 +121,22 @@ def test_default_store_is_a_sqlite_file_here_and_the_environment_can_move_it(syn
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{elsewhere}")
     _, run_id = train_and_track(synthetic_cache.path, spec, "dlrm", config, small, experiment="there")
     assert MlflowClient(f"sqlite:///{elsewhere}").get_run(run_id).info.status == "FINISHED"
+
+
+def test_a_store_that_answers_reads_but_takes_no_writes_stops_before_training(tmp_path):
+    """An immutable sqlite file (chattr +i: read-only even for root) already holding MLflow's tables."""
+    import shutil
+    import subprocess
+
+    from recsys.tracking import connect
+
+    database = tmp_path / "mlflow.db"
+    uri = f"sqlite:///{database}"
+    connect(uri, "readonly")  # the store exists and was writable
+    if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(database)]).returncode != 0:
+        pytest.skip("this file system cannot make a file immutable (chattr +i)")
+    try:
+        with pytest.raises(TrackingUnavailable, match="cannot use the MLflow tracking store"):
+            connect(uri, "readonly")
+    finally:
+        subprocess.run(["chattr", "-i", str(database)], check=True)
