@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from recsys.checksums import ChecksumError, sha256, verify
+from recsys.checksums import ChecksumError, checksums, sha256, verify
 from recsys.config import ConfigError, from_mapping
 
 MANIFEST = "manifest.json"
@@ -184,7 +184,7 @@ def is_artifact(directory: Path) -> bool:
 def write_manifest(directory: Path, manifest: dict) -> None:
     """Checksum the payload files, then write manifest.json and, last, its own checksum."""
     manifest = {**manifest, "format_version": FORMAT_VERSION}
-    manifest["files"] = {name: sha256(directory / name) for name in PAYLOAD}
+    manifest["files"] = checksums(directory, list(PAYLOAD))
     check_schema(json.loads(json.dumps(manifest, default=list)), f"{directory / MANIFEST} (being written)")
     (directory / MANIFEST).write_text(json.dumps(manifest, indent=2, default=list))
     (directory / MANIFEST_CHECKSUM).write_text(sha256(directory / MANIFEST) + "\n")

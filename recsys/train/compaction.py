@@ -18,5 +18,10 @@ def serving_model(job: Job, trained: nn.Module) -> nn.Module:
     """An unsharded copy of `trained` (a model of `job`) whose lookup is in its compact form."""
     model, _ = build(job)
     model.load_state_dict(gathered_state_dict(trained))
+    return compacted(model)
+
+
+def compacted(model: nn.Module) -> nn.Module:
+    """`model` (unsharded) itself, its lookup replaced by its compact form, in eval mode."""
     replace_lookup(model, lookup_of(model).compact())
     return model.to(compute_device()).eval()

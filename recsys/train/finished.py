@@ -25,7 +25,7 @@ from recsys.data.stats import RecordingStatistics
 from recsys.tables import build_lookup
 from recsys.tables.interface import lookup_of
 from recsys.train.checkpoint import job_of_checkpoint, read_progress, reported_checkpoint
-from recsys.train.compaction import serving_model
+from recsys.train.compaction import compacted, serving_model
 from recsys.train.evaluation import evaluate
 from recsys.train.job import Job, build
 
@@ -56,13 +56,15 @@ def finished_model(
     metrics: dict[str, float] | None = None,
     source: dict | None = None,
     recording: RecordingStatistics | None = None,
+    owned: bool = False,
 ) -> FinishedModel:
     """The finished form of `trained` (a model of `job`, sharded or not); `recording`, when given, holds
-    what the lookup of `trained` asked for as it was built (else it is asked again)."""
+    what the lookup of `trained` asked for as it was built (else it is asked again). An `owned` model is
+    unsharded and handed over: it is compacted in place instead of copied into a new one."""
     raw_fields = job.cache.meta.get("raw_fields")
     if raw_fields is None:
         raise ValueError(f"{job.cache.path} was prepared before raw fields were recorded; prepare it again")
-    serving = serving_model(job, trained)
+    serving = compacted(trained) if owned else serving_model(job, trained)
     if lookup_of(serving).serving_shape() is not None:  # rebuilt from its shape alone: no statistics needed
         recording = RecordingStatistics(job.cache.statistics())
     elif recording is None:
@@ -118,6 +120,6 @@ def finished_model_of_checkpoint(
     dcp.load(state, checkpoint_id=str(checkpoint))
     model.load_state_dict(state["model"])
     origin = {**(source or {}), "checkpoint": str(checkpoint.resolve()), "epoch": progress.get("epoch")}
-    finished = finished_model(job, model, progress.get("metrics", {}), origin, recording)
+    finished = finished_model(job, model, progress.get("metrics", {}), origin, recording, owned=True)
     finished.inputs += [directory, checkpoint]
     return finished
