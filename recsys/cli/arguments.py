@@ -69,6 +69,17 @@ def port_number(text: str) -> int:
     return value
 
 
+def positive_seconds(text: str) -> float:
+    """A duration in seconds, finite and above 0 (timeouts)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
+    return value
+
+
 def config_default(config: type, name: str) -> Any:
     """The default of field `name` of dataclass `config`: stated once, there, and quoted in --help."""
     return next(field.default for field in dataclasses.fields(config) if field.name == name)

@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from recsys.cli.arguments import TRACKING_HELP, port_number, positive_int
+from recsys.cli.arguments import TRACKING_HELP, port_number, positive_int, positive_seconds
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -85,8 +85,37 @@ def add_serve_command(commands: argparse._SubParsersAction) -> None:
         help="torch threads per model call (default 1: at batch 1 a second thread's wake-ups cost more than it "
         "saves, p99 18 ms instead of 2.7 ms at 50 requests/s; scale with more server processes)",
     )
+    add_connection_limits(serve)
     add_verify_key(serve)
     serve.set_defaults(handler=run_serve)
+
+
+def add_connection_limits(serve: argparse.ArgumentParser) -> None:
+    """The options of `ConnectionLimits`, each defaulting to the dataclass' value."""
+    from recsys.serving.connections import ConnectionLimits
+
+    defaults = ConnectionLimits()
+    limits = serve.add_argument_group(
+        "connection limits", "how long a client may take, and how many connections are held at once "
+        "(see serving/README.md; put a reverse proxy in front for anything beyond one machine)",
+    )  # fmt: skip
+    limits.add_argument(
+        "--max-connections", type=positive_int, default=defaults.max_connections,
+        help=f"connections held at once; one more gets a 503 at once (default {defaults.max_connections})",
+    )  # fmt: skip
+    limits.add_argument(
+        "--keep-alive-timeout", type=positive_seconds, default=defaults.keep_alive_timeout,
+        help=f"seconds an idle keep-alive connection is kept (default {defaults.keep_alive_timeout:g})",
+    )  # fmt: skip
+    limits.add_argument(
+        "--header-timeout", type=positive_seconds, default=defaults.header_timeout,
+        help="seconds a client has to send a request's head, from connecting or from its previous answer; "
+        f"slower gets a 408 and is closed (default {defaults.header_timeout:g})",
+    )  # fmt: skip
+    limits.add_argument(
+        "--body-timeout", type=positive_seconds, default=defaults.body_timeout,
+        help=f"seconds a client has to send a request's body; slower gets a 408 (default {defaults.body_timeout:g})",
+    )  # fmt: skip
 
 
 def add_predict_command(commands: argparse._SubParsersAction) -> None:
@@ -168,16 +197,20 @@ def print_quantization(directory: Path) -> None:
 
 def run_serve(arguments: argparse.Namespace) -> None:
     import torch
-    import uvicorn
 
     from recsys.serving.artifact import ServedModel
+    from recsys.serving.connections import ConnectionLimits, serve_app
     from recsys.serving.server import create_app
 
     torch.set_num_threads(arguments.threads)
     served = ServedModel.load(arguments.artifact, arguments.verify_key)
-    app = create_app(served, max_rows=arguments.max_rows, max_bytes=arguments.max_body_mb << 20)
+    limits = ConnectionLimits(
+        max_connections=arguments.max_connections, keep_alive_timeout=arguments.keep_alive_timeout,
+        header_timeout=arguments.header_timeout, body_timeout=arguments.body_timeout,
+    )  # fmt: skip
+    app = create_app(served, arguments.max_rows, arguments.max_body_mb << 20, limits.body_timeout)
     print(f"serving {arguments.artifact} on http://{arguments.host}:{arguments.port} (Ctrl-C stops)", flush=True)
-    uvicorn.run(app, host=arguments.host, port=arguments.port, log_level="warning")
+    serve_app(app, arguments.host, arguments.port, limits)
 
 
 def run_predict(arguments: argparse.Namespace) -> None:

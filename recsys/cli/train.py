@@ -152,8 +152,7 @@ def add_checkpoint_settings(train: argparse.ArgumentParser) -> None:
         train,
         "--keep",
         "keep",
-        "which epochs' checkpoints to keep: the best (validation AUC) and the last, or all "
-        f"{default('keep')}",
+        f"which epochs' checkpoints to keep: the best (validation AUC) and the last, or all {default('keep')}",
         choices=["best,last", "all"],
     )
 

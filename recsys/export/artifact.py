@@ -77,9 +77,7 @@ def check_output(directory: Path, sources: list[Path]) -> None:
         )
 
 
-def write_artifact(
-    directory: Path, finished: FinishedModel, manifest: dict, signing_key: Path | None = None
-) -> Path:
+def write_artifact(directory: Path, finished: FinishedModel, manifest: dict, signing_key: Path | None = None) -> Path:
     """model.pt, statistics.pt, the manifest (with its checksums) and the signature, written beside and put in place."""
     index, arrays = finished.statistics.to_record()
     partial = temporary_directory(directory)

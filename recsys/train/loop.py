@@ -279,7 +279,5 @@ class Trainer:
             "learning_rate_factor": self.learning_rate_factor,
             "job": self.job.resume_key(),
         }
-        path = save_checkpoint(
-            Path(self.config.checkpoint_dir), self.model, self.optimizer, progress, self.config.keep
-        )
+        path = save_checkpoint(Path(self.config.checkpoint_dir), self.model, self.optimizer, progress, self.config.keep)
         self.listener.on_checkpoint(str(path), epoch)
