@@ -37,9 +37,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     prepare = data.add_parser(
         "prepare",
         help="raw click logs (Criteo, Avazu, Frappe, MovieLens) -> prepared columnar cache with feature statistics",
-        description="Stream raw files (plain or .gz, in the order given) into a prepared parquet cache, "
-        "split by row order into train/val/test, with id frequencies of the training split. Malformed "
-        "rows stop the run with file and line, unless --skip-bad-rows. Formats: "
+        description="Stream raw files (plain, gzip, bzip2 or xz, told by their first bytes, in the order given) "
+        "into a prepared parquet cache, split by row order into train/val/test, with id frequencies of the "
+        "training split. Malformed rows stop the run with file and line, unless --skip-bad-rows. Formats: "
         + "; ".join(f"{name}: {raw_format.inputs}" for name, raw_format in FORMATS.items())
         + ".",
     )
@@ -83,6 +83,7 @@ def run_synth(arguments: argparse.Namespace) -> None:
 def run_prepare(arguments: argparse.Namespace) -> None:
     from tqdm import tqdm
 
+    from recsys.data.compressed import is_compressed
     from recsys.data.prepare import PrepareOptions, prepare
 
     options = PrepareOptions(
@@ -92,7 +93,7 @@ def run_prepare(arguments: argparse.Namespace) -> None:
         block_bytes=arguments.block_mb << 20,
         format=arguments.format,
     )
-    unknown_size = any(path.suffix == ".gz" or path.is_dir() for path in arguments.inputs)
+    unknown_size = any(path.is_dir() or is_compressed(path) for path in arguments.inputs)
     total_bytes = None if unknown_size else sum(path.stat().st_size for path in arguments.inputs if path.is_file())
     with tqdm(total=total_bytes, unit="B", unit_scale=True, desc="prepare (uncompressed bytes)") as bar:
         rows = 0

@@ -76,7 +76,7 @@ def movielens_has_users(paths: list[Path]) -> bool:
 
 
 FORMATS: dict[str, DatasetFormat] = {
-    "criteo": text_format(CRITEO_FORMAT, "Criteo TSV files (plain or .gz): label, I1..I13, C1..C26"),
+    "criteo": text_format(CRITEO_FORMAT, "Criteo TSV files (plain or compressed): label, I1..I13, C1..C26"),
     "avazu": text_format(AVAZU_FORMAT, "Avazu CSV files, with or without the header line"),
     "frappe": text_format(FRAPPE_FORMAT, "libFM files of Frappe's 10 fields (label 1/-1)"),
     "movielens": DatasetFormat(

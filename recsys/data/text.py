@@ -1,12 +1,15 @@
 """Reader of line-oriented raw formats (Criteo TSV, Avazu CSV, libFM) into prepared columns, streaming.
 
 A `TextFormat` is a separator and a list of fields of known kinds (see `recsys.data.fields`), with
-no quoting. Files are read in blocks of whole lines (plain or gzip), so memory stays bounded
-whatever the file size, and each block is parsed by polars. Every value is checked: a row with the
+no quoting. Files are read in blocks of whole lines (plain, or compressed as their first bytes say:
+see `recsys.data.compressed`), so memory stays bounded whatever the file size, and each block is
+parsed by polars. Every value is checked: a row with the
 wrong number of fields, a bad label or a value its field cannot parse is reported with its file and
-line (see `bad_rows`). Most blocks are clean, so each is first parsed the fast way (integer fields
-typed by polars, one separator count for the whole block); only a block where that finds a problem
-is parsed again line by line and value by value, to say exactly which row is wrong and why.
+line (see `bad_rows`), and so is a line with bytes that are not UTF-8; within a block, rows are
+reported in line order whatever is wrong with them. Most blocks are clean, so each is first parsed
+the fast way (integer fields typed by polars, one separator count for the whole block); only a
+block where that finds a problem is parsed again line by line and value by value, to say exactly
+which row is wrong and why.
 
 A format may name a header: a file whose first line is exactly that header skips it (Avazu's
 train.csv has one, its dev.csv does not). Windows line ends are accepted.
@@ -14,23 +17,36 @@ train.csv has one, its dev.csv does not). Windows line ends are accepted.
 
 from __future__ import annotations
 
-import gzip
+import codecs
 import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import polars as pl
 
 from recsys.data.bad_rows import BadRowTally
+from recsys.data.compressed import CorruptStream, TrailingBytes, raw_chunks
 from recsys.data.fields import Kind
 from recsys.data.schema import DatasetSchema, raw_fields_of, schema_of
 
 MAX_LINE_BYTES = 1 << 20
 """Raw lines are a few hundred bytes; a megabyte without a line end means the file is something else."""
+RECOMPRESS = "Recompress what decompresses (e.g. gzip -dc FILE | gzip > FIXED.gz)"
+MAX_SHOWN_BYTES = 80
+"""A field with bytes that are not UTF-8 is shown up to this many bytes."""
 SEPARATOR_NAMES = {"\t": "tab", ",": "comma", " ": "space", ";": "semicolon"}
+
+
+class Problem(NamedTuple):
+    """A malformed row found while parsing a block, reported once the whole block is checked."""
+
+    line: int
+    kind: str
+    detail: str
 
 
 @dataclass(frozen=True)
@@ -68,7 +84,7 @@ class TextFormat:
     ) -> Iterator[tuple[pl.DataFrame, int]]:
         """Yield (prepared block, raw bytes it came from) over all files in order."""
         for path in paths:
-            for block, first_line in line_blocks(path, block_bytes, self.title):
+            for block, first_line in line_blocks(path, block_bytes, tally, self.title):
                 if self.raw_separator:
                     block = block.replace(self.raw_separator, self.separator.encode())
                 if first_line == 1 and self.header:
@@ -76,33 +92,57 @@ class TextFormat:
                 yield parse_block(self, block, first_line, str(path), tally), len(block)
 
 
-def open_raw(path: Path) -> io.BufferedIOBase:
-    """Open a raw file for binary reading, decompressing `.gz` on the fly."""
-    if path.suffix == ".gz":
-        return gzip.open(path, "rb")
-    return open(path, "rb")
+def line_blocks(path: Path, block_bytes: int, tally: BadRowTally, title: str = "text") -> Iterator[tuple[bytes, int]]:
+    """Yield (block of whole lines ending in a newline, 1-based number of its first line).
 
-
-def line_blocks(path: Path, block_bytes: int, title: str = "text") -> Iterator[tuple[bytes, int]]:
-    """Yield (block of whole lines ending in a newline, 1-based number of its first line)."""
+    Bytes after the end of a compressed stream are reported to `tally` after every line before them.
+    """
     next_line = 1
     remainder = b""
     try:
-        with open_raw(path) as stream:
-            while data := stream.read(block_bytes):
-                data = remainder + data
-                cut = data.rfind(b"\n") + 1
-                remainder = data[cut:]
-                if len(remainder) > MAX_LINE_BYTES:
-                    line = next_line + data.count(b"\n", 0, cut)
-                    raise ValueError(f"{path}:{line}: no line end in {MAX_LINE_BYTES:,} bytes; is this a {title} file?")
-                if cut:
-                    yield normalise_line_ends(data[:cut]), next_line
-                    next_line += data.count(b"\n", 0, cut)
-    except (OSError, EOFError) as error:  # unreadable, or a corrupt or truncated gzip stream
+        for data in joined_chunks(raw_chunks(path, block_bytes), block_bytes):
+            data = remainder + data
+            cut = data.rfind(b"\n") + 1
+            remainder = data[cut:]
+            if len(remainder) > MAX_LINE_BYTES:
+                line = next_line + data.count(b"\n", 0, cut)
+                raise ValueError(f"{path}:{line}: no line end in {MAX_LINE_BYTES:,} bytes; is this a {title} file?")
+            if cut:
+                yield normalise_line_ends(data[:cut]), next_line
+                next_line += data.count(b"\n", 0, cut)
+    except TrailingBytes as error:
+        if remainder:
+            yield normalise_line_ends(remainder + b"\n"), next_line
+            next_line += 1
+        detail = f"{error}; every line before it was read. {RECOMPRESS}"
+        tally.report(str(path), next_line, "trailing bytes", detail)
+        return
+    except (OSError, CorruptStream) as error:
         raise ValueError(f"{path}: cannot read past line {next_line - 1}: {error}") from error
     if remainder:
         yield normalise_line_ends(remainder + b"\n"), next_line
+
+
+def joined_chunks(chunks: Iterator[bytes], size: int) -> Iterator[bytes]:
+    """The same bytes in pieces of at least `size` (but the last), so blocks stay large whatever the chunking.
+
+    Trailing bytes after a compressed stream are raised only after every byte before them is yielded.
+    """
+    pieces: list[bytes] = []
+    held = 0
+    try:
+        for chunk in chunks:
+            pieces.append(chunk)
+            held += len(chunk)
+            if held >= size:
+                yield b"".join(pieces)
+                pieces, held = [], 0
+    except TrailingBytes:
+        if pieces:
+            yield b"".join(pieces)
+        raise
+    if pieces:
+        yield b"".join(pieces)
 
 
 def normalise_line_ends(block: bytes) -> bytes:
@@ -146,12 +186,18 @@ def parse_clean_block(text: TextFormat, block: bytes) -> pl.DataFrame | None:
 
 
 def parse_checked_block(text: TextFormat, block: bytes, first_line: int, path: str, tally: BadRowTally) -> pl.DataFrame:
-    """The careful path: every line and value checked, problems reported with their line."""
-    block, line_numbers = drop_ragged_lines(text, block, first_line, path, tally)
-    if not block:
-        return empty_frame(text)
-    raw = read_csv(text, block, {name: pl.String for name, _ in text.fields})
-    return convert(text, raw, line_numbers, path, tally)
+    """The careful path: every line and value checked, problems reported in line order, whatever their kind."""
+    problems: list[Problem] = []
+    block, line_numbers = drop_ragged_lines(text, block, first_line, problems)
+    block, line_numbers = drop_undecodable_lines(text, block, line_numbers, problems)
+    if block:
+        raw = read_csv(text, block, {name: pl.String for name, _ in text.fields})
+        prepared = convert(text, raw, line_numbers, problems)
+    else:
+        prepared = empty_frame(text)
+    for problem in sorted(problems, key=lambda problem: problem.line):
+        tally.report(path, problem.line, problem.kind, problem.detail)
+    return prepared
 
 
 def read_csv(text: TextFormat, block: bytes, schema: dict) -> pl.DataFrame:
@@ -167,31 +213,79 @@ def read_csv(text: TextFormat, block: bytes, schema: dict) -> pl.DataFrame:
 
 def empty_frame(text: TextFormat) -> pl.DataFrame:
     raw = pl.DataFrame(schema={name: pl.String for name, _ in text.fields})
-    return convert(text, raw, np.zeros(0, dtype=np.int64), "", BadRowTally())
+    return convert(text, raw, np.zeros(0, dtype=np.int64), [])
 
 
 def drop_ragged_lines(
-    text: TextFormat, block: bytes, first_line: int, path: str, tally: BadRowTally
+    text: TextFormat, block: bytes, first_line: int, problems: list[Problem]
 ) -> tuple[bytes, np.ndarray]:
-    """Report lines without exactly the format's field count; return the remaining lines and their numbers."""
-    array = np.frombuffer(block, dtype=np.uint8)
-    line_ends = np.flatnonzero(array == ord("\n"))
-    separators = np.flatnonzero(array == ord(text.separator))
+    """Note lines without exactly the format's field count; return the remaining lines and their numbers."""
+    line_ends = line_ends_of(block)
+    separators = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == ord(text.separator))
     per_line = np.bincount(np.searchsorted(line_ends, separators), minlength=len(line_ends))
     ragged = np.flatnonzero(per_line != text.field_count - 1)
     separator_name = SEPARATOR_NAMES.get(text.separator, repr(text.separator))
     for index in ragged:
-        tally.report(
-            path,
-            first_line + int(index),
-            "wrong field count",
-            f"expected {text.field_count} {separator_name}-separated fields, found {per_line[index] + 1}",
-        )
+        found = f"expected {text.field_count} {separator_name}-separated fields, found {per_line[index] + 1}"
+        problems.append(Problem(first_line + int(index), "wrong field count", found))
+    line_numbers = np.arange(first_line, first_line + len(line_ends), dtype=np.int64)
+    return without_lines(block, line_ends, ragged, line_numbers)
+
+
+def drop_undecodable_lines(
+    text: TextFormat, block: bytes, line_numbers: np.ndarray, problems: list[Problem]
+) -> tuple[bytes, np.ndarray]:
+    """Note lines with bytes that are not UTF-8, naming the field and showing its bytes escaped; drop them."""
+    position = first_undecodable_byte(block, 0)
+    if position is None:
+        return block, line_numbers
+    line_ends = line_ends_of(block)
+    undecodable = []
+    while position is not None:
+        index = int(np.searchsorted(line_ends, position))
+        start = int(line_ends[index - 1]) + 1 if index else 0
+        field, value = field_at(text, block[start : line_ends[index]], position - start)
+        detail = f"{field}: bytes that are not UTF-8: {value[:MAX_SHOWN_BYTES]!r}"
+        problems.append(Problem(int(line_numbers[index]), "not UTF-8", detail))
+        undecodable.append(index)
+        position = first_undecodable_byte(block, int(line_ends[index]) + 1)
+    return without_lines(block, line_ends, np.array(undecodable), line_numbers)
+
+
+def first_undecodable_byte(block: bytes, start: int) -> int | None:
+    """Offset in `block` of the first byte from `start` on that is not valid UTF-8, or None."""
+    try:
+        codecs.utf_8_decode(memoryview(block)[start:], "strict", True)
+    except UnicodeDecodeError as error:
+        return start + error.start
+    return None
+
+
+def field_at(text: TextFormat, line: bytes, offset: int) -> tuple[str, bytes]:
+    """(name, raw bytes) of the field of `line` that holds byte `offset`."""
+    end = 0
+    for (name, _), value in zip(text.fields, line.split(text.separator.encode())):
+        end += len(value) + 1
+        if offset < end:
+            return name, value
+    return text.fields[-1][0], line
+
+
+def line_ends_of(block: bytes) -> np.ndarray:
+    return np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == ord("\n"))
+
+
+def without_lines(
+    block: bytes, line_ends: np.ndarray, dropped: np.ndarray, line_numbers: np.ndarray
+) -> tuple[bytes, np.ndarray]:
+    """`block` without the lines at indices `dropped`, and the numbers of the lines kept."""
+    if not len(dropped):
+        return block, line_numbers
     keep = np.ones(len(line_ends), dtype=bool)
-    keep[ragged] = False
+    keep[dropped] = False
     starts = np.concatenate([[0], line_ends[:-1] + 1])
     kept = b"".join(block[start : end + 1] for start, end in zip(starts[keep], line_ends[keep]))
-    return kept, np.flatnonzero(keep) + first_line
+    return kept, line_numbers[keep]
 
 
 def parsed_expressions(text: TextFormat, typed: bool) -> list[pl.Expr]:
@@ -206,10 +300,8 @@ def problem_masks(text: TextFormat, raw: pl.DataFrame, parsed: pl.DataFrame) -> 
     return both.select(list(masks.values()))
 
 
-def convert(
-    text: TextFormat, raw: pl.DataFrame, line_numbers: np.ndarray, path: str, tally: BadRowTally
-) -> pl.DataFrame:
-    """Parse and validate the raw strings; report bad rows; transform the rest into the prepared schema."""
+def convert(text: TextFormat, raw: pl.DataFrame, line_numbers: np.ndarray, problems: list[Problem]) -> pl.DataFrame:
+    """Parse and validate the raw strings; note bad rows in `problems`; transform the rest into the prepared schema."""
     parsed = raw.select(parsed_expressions(text, typed=False))
     masks = problem_masks(text, raw, parsed)
     bad = masks.select(pl.any_horizontal(pl.all())).to_series()
@@ -219,7 +311,7 @@ def convert(
             flags = masks.row(int(row_index), named=True)
             field = next(name for name, _ in text.fields if flags[name])
             kind, detail = kinds[field].message(field, raw[field][int(row_index)])
-            tally.report(path, int(line_numbers[row_index]), kind, detail)
+            problems.append(Problem(int(line_numbers[row_index]), kind, detail))
         parsed = parsed.filter(~bad)
         line_numbers = line_numbers[~bad.to_numpy()]
     prepared = parsed.select(prepared_expressions(text))

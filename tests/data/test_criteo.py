@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bz2
 import gzip
 import math
 from pathlib import Path
@@ -50,8 +51,9 @@ def test_real_sample_matches_line_by_line_parse(criteo_sample):
     np.testing.assert_array_equal(frame["label"].to_numpy(), expected[:, 0])
 
 
-def test_gzip_input_reads_the_same(criteo_sample, tmp_path):
-    compressed = tmp_path / "sample.tsv.gz"
+@pytest.mark.parametrize("name", ["sample.tsv.gz", "sample.tsv"])
+def test_gzip_input_reads_the_same_whatever_its_name(criteo_sample, tmp_path, name):
+    compressed = tmp_path / name
     compressed.write_bytes(gzip.compress(criteo_sample.read_bytes()))
     plain, _ = read_all([criteo_sample])
     zipped, _ = read_all([compressed])
@@ -147,3 +149,57 @@ def test_line_numbers_hold_across_blocks(tmp_path):
     with pytest.raises(MalformedRowError) as caught:
         read_all([path], block_bytes=4096)
     assert caught.value.line == 2501
+
+
+def test_bytes_that_are_not_utf8_are_a_bad_value_named_by_line_and_field_and_skippable(tmp_path):
+    lines = [GOOD_ROW.encode()] * 6
+    fields = lines[3].split(b"\t")
+    fields[16] = b"ab\xff\xfe01"  # C3
+    lines[3] = b"\t".join(fields)
+    fields = lines[4].split(b"\t")
+    fields[2] = b"\xc3"  # I2: a UTF-8 sequence cut short
+    lines[4] = b"\t".join(fields)
+    path = tmp_path / "latin.tsv"
+    path.write_bytes(b"".join(line + b"\n" for line in lines))
+    with pytest.raises(MalformedRowError) as caught:
+        read_all([path])
+    assert caught.value.line == 4
+    assert "C3: bytes that are not UTF-8: b'ab\\xff\\xfe01'" in str(caught.value)
+    frame, tally = read_all([path], skip=True)
+    assert len(frame) == 4 and tally.counts == {"not UTF-8": 2}
+    assert tally.examples[1] == f"{path}:5: I2: bytes that are not UTF-8: b'\\xc3'"
+
+
+BAD_VALUE = GOOD_ROW.replace("00000005", "nothex!!")
+RAGGED = GOOD_ROW + "\textra"
+
+
+@pytest.mark.parametrize(
+    "first, second, expected",
+    [
+        (BAD_VALUE, RAGGED, "C6: expected"),
+        (RAGGED, BAD_VALUE, "expected 40 tab-separated fields, found 41"),
+        (BAD_VALUE.encode() + b"\xff", BAD_VALUE, "C26: bytes that are not UTF-8"),
+        (BAD_VALUE, RAGGED.encode() + b"\xff", "C6: expected"),
+    ],
+    ids=["value-then-ragged", "ragged-then-value", "utf8-then-value", "value-then-utf8"],
+)
+def test_the_first_bad_row_in_file_order_is_the_one_named_whatever_its_kind(tmp_path, first, second, expected):
+    lines = [GOOD_ROW.encode()] * 6
+    lines[2] = first if isinstance(first, bytes) else first.encode()
+    lines[4] = second if isinstance(second, bytes) else second.encode()
+    path = tmp_path / "two-bad.tsv"
+    path.write_bytes(b"".join(line + b"\n" for line in lines))
+    with pytest.raises(MalformedRowError) as caught:
+        read_all([path])
+    assert caught.value.line == 3 and expected in str(caught.value)
+
+
+@pytest.mark.parametrize("compress", [gzip.compress, bz2.compress], ids=["gzip", "bzip2"])
+def test_trailing_bytes_after_a_compressed_file_are_reported_after_every_line_before(tmp_path, compress):
+    path = tmp_path / "trailing.tsv.gz"
+    path.write_bytes(compress("".join(GOOD_ROW + "\n" for _ in range(3000)).encode()) + b"\x00junk")
+    with pytest.raises(MalformedRowError, match=r"trailing.tsv.gz:3001: 5 bytes that are not .* every line before"):
+        read_all([path], block_bytes=4096)
+    frame, tally = read_all([path], skip=True, block_bytes=4096)
+    assert len(frame) == 3000 and tally.counts == {"trailing bytes": 1}

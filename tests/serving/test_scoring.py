@@ -70,13 +70,16 @@ def test_unlabeled_files_score_the_same(artifact, head_file, tmp_path):
     assert labelled.metrics["rows"] == 3000
 
 
-def test_a_bad_row_stops_with_its_line_and_leaves_nothing_or_is_skipped_and_counted(artifact, head_file, tmp_path):
+@pytest.mark.parametrize("value", [b"not-hex", b"ab\xff\xfe"], ids=["not-hex", "not-utf8"])
+def test_a_bad_row_stops_with_its_line_and_leaves_nothing_or_is_skipped_and_counted(
+    artifact, head_file, tmp_path, value
+):
     served = ServedModel.load(artifact)
-    lines = head_file.read_text().splitlines(keepends=True)
-    fields = lines[1500].split("\t")
-    fields[20] = "not-hex"
+    lines = head_file.read_bytes().splitlines(keepends=True)
+    fields = lines[1500].split(b"\t")
+    fields[20] = value
     bad = tmp_path / "bad.tsv"
-    bad.write_text("".join([*lines[:1500], "\t".join(fields), *lines[1501:]]))
+    bad.write_bytes(b"".join([*lines[:1500], b"\t".join(fields), *lines[1501:]]))
     output = tmp_path / "scores.parquet"
     with pytest.raises(ValueError, match=r"bad\.tsv:1501: C7"):
         score_files(served, [bad], output)
