@@ -100,13 +100,16 @@ def test_nproc_trains_over_two_processes_and_only_rank_0_tracks(synthetic_cache,
     assert "row_wise" in open(plan).read()
 
 
-def test_sizes_and_nproc_arguments():
+def test_sizes_and_nproc_arguments(tmp_path):
     from recsys.cli.arguments import byte_size
     from recsys.cli.train import without_nproc
 
+    (tmp_path / "x").mkdir()
+    (tmp_path / "y").write_text("")
     assert byte_size("2GiB") == 2 * 2**30 and byte_size("500MB") == 500 * 10**6 and byte_size("1.5e6") == 1_500_000
     assert without_nproc(["train", "--nproc", "2", "--data", "x", "--nproc=3"]) == ["train", "--data", "x"]
-    assert recsys("train", "--data", "x", "--tables", "y", "--rank-memory", "lots").returncode == 2
-    assert recsys("train", "--data", "x", "--tables", "y", "--rank-memory", "inf").returncode == 2
-    abbreviated = recsys("train", "--data", "x", "--tables", "y", "--npr", "2")
+    for size in ("lots", "inf"):
+        refused = recsys("train", "--data", "x", "--tables", "y", "--rank-memory", size, cwd=tmp_path)
+        assert refused.returncode == 2 and "argument --rank-memory" in refused.stderr
+    abbreviated = recsys("train", "--data", "x", "--tables", "y", "--npr", "2", cwd=tmp_path)
     assert abbreviated.returncode == 2 and "unrecognized arguments: --npr" in abbreviated.stderr

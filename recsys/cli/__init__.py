@@ -14,9 +14,9 @@ import sys
 from recsys.cli import data, demo, serving, sweep, train
 from recsys.quiet import quiet_libraries
 
-EXPECTED_ERRORS = (ValueError, FileNotFoundError, FileExistsError, PermissionError)
-"""Errors that carry a message for the user (bad input, missing files): shown as one line.
-Anything else is a bug and shows its traceback; RECSYS_DEBUG=1 shows it for these too."""
+EXPECTED_ERRORS = (ValueError, OSError)
+"""Errors that carry a message for the user (bad input; files missing, unwritable, or a disk full): shown as one
+line. Anything else is a bug and shows its traceback; RECSYS_DEBUG=1 shows it for these too."""
 GROUPS = (data, train, sweep, serving, demo)
 
 
@@ -46,9 +46,17 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, TrackingUnavailable, *EXPECTED_ERRORS) as error:
         if os.environ.get("RECSYS_DEBUG"):
             raise
-        print(f"recsys {arguments.command}: error: {error}", file=sys.stderr)
+        print(f"recsys {arguments.command}: error: {message_of(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+def message_of(error: BaseException) -> str:
+    """The one line shown for an expected error: an OS error as "path: what went wrong", without its errno."""
+    if isinstance(error, OSError) and error.strerror:
+        paths = " -> ".join(str(name) for name in (error.filename, error.filename2) if name is not None)
+        return f"{paths}: {error.strerror}" if paths else error.strerror
+    return str(error)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
+from pathlib import Path
 from typing import Any
 
 TRACKING_HELP = "MLflow store (default: $MLFLOW_TRACKING_URI, else sqlite file mlflow.db here)"
@@ -78,6 +80,66 @@ def positive_seconds(text: str) -> float:
     if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
     return value
+
+
+def existing_file(text: str) -> Path:
+    """A file to read: it must exist, be a file and be readable (checked before any work starts)."""
+    path = readable(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a directory; give a file")
+    return path
+
+
+def existing_directory(text: str) -> Path:
+    """A directory to read (a prepared cache, an exported model)."""
+    path = readable(text)
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a file; give a directory")
+    return path
+
+
+def readable(text: str) -> Path:
+    """A file or directory to read (raw inputs: files, or a MovieLens directory)."""
+    path = Path(text)
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"{text} does not exist")
+    if not os.access(path, os.R_OK):
+        raise argparse.ArgumentTypeError(f"{text} cannot be read (permission denied)")
+    return path
+
+
+def output_file(text: str) -> Path:
+    """A file to write: not a directory, under a directory that exists or can be created there."""
+    path = creatable(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a directory; give a file name to write")
+    return path
+
+
+def output_directory(text: str) -> Path:
+    """A directory to write into or create: not a file, under a directory that exists or can be created."""
+    path = creatable(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a file; give a directory to write")
+    return path
+
+
+def output_directory_name(text: str) -> str:
+    """`output_directory`, kept as text (for settings whose field is a string, like the checkpoint directory)."""
+    return str(output_directory(text))
+
+
+def creatable(text: str) -> Path:
+    """A path whose nearest existing ancestor is a directory this process can write to."""
+    path = Path(text)
+    for ancestor in path.absolute().parents:
+        if ancestor.exists():
+            if not ancestor.is_dir():
+                raise argparse.ArgumentTypeError(f"cannot create {text}: {ancestor} is a file, not a directory")
+            if not os.access(ancestor, os.W_OK | os.X_OK):
+                raise argparse.ArgumentTypeError(f"cannot create {text}: {ancestor} is not writable")
+            break
+    return path
 
 
 def config_default(config: type, name: str) -> Any:

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from recsys.cli.arguments import positive_int, split_fractions
+from recsys.cli.arguments import output_directory, output_file, positive_int, readable, split_fractions
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -24,7 +23,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "cardinality profile, Zipf-like value frequencies and labels from a hidden model with per-value "
         "effects and pairwise interactions. Deterministic for a seed.",
     )
-    synth.add_argument("-o", "--output", type=Path, required=True, help="output file (.tsv, or .tsv.gz to compress)")
+    synth.add_argument(
+        "-o", "--output", type=output_file, required=True, help="output file (.tsv, or .tsv.gz to compress)"
+    )
     synth.add_argument("--rows", type=positive_int, default=1_000_000, help="rows to write (default 1,000,000)")
     synth.add_argument(
         "--cardinality-scale",
@@ -43,11 +44,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         + "; ".join(f"{name}: {raw_format.inputs}" for name, raw_format in FORMATS.items())
         + ".",
     )
-    prepare.add_argument("inputs", type=Path, nargs="+", help="raw files, in chronological order")
+    prepare.add_argument("inputs", type=readable, nargs="+", help="raw files, in chronological order")
     prepare.add_argument(
         "--format", choices=list(FORMATS), default=defaults.format, help=f"the raw format (default {defaults.format})"
     )
-    prepare.add_argument("-o", "--output", type=Path, required=True, help="cache directory to create")
+    prepare.add_argument("-o", "--output", type=output_directory, required=True, help="cache directory to create")
     prepare.add_argument(
         "--split",
         type=split_fractions,

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from recsys.cli.arguments import config_default, given_settings
+from recsys.cli.arguments import config_default, given_settings, output_directory
 
 if TYPE_CHECKING:
     from recsys.data.cache import PreparedCache
@@ -30,7 +30,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "prints memory against AUC.",
     )
     workdir, rows, scale = (config_default(DemoOptions, name) for name in ("workdir", "rows", "cardinality_scale"))
-    demo.add_argument("--workdir", type=Path, default=workdir, help=f"where data goes (default {workdir})")
+    demo.add_argument("--workdir", type=output_directory, default=workdir, help=f"where data goes (default {workdir})")
     demo.add_argument("--rows", type=int, default=rows, help=f"synthetic rows (default {rows:,})")
     demo.add_argument(
         "--cardinality-scale", type=float, default=scale, help=f"fraction of Criteo's vocabularies (default {scale})"

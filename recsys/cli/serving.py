@@ -7,7 +7,17 @@ import os
 import sys
 from pathlib import Path
 
-from recsys.cli.arguments import TRACKING_HELP, port_number, positive_int, positive_seconds
+from recsys.cli.arguments import (
+    TRACKING_HELP,
+    existing_directory,
+    existing_file,
+    output_directory,
+    output_file,
+    port_number,
+    positive_int,
+    positive_seconds,
+    readable,
+)
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -30,7 +40,7 @@ def add_export_command(commands: argparse._SubParsersAction) -> None:
         "training code.",
     )
     export.add_argument("source", help="MLflow run id, or checkpoint directory (or one epoch-NNNN/ in it)")
-    export.add_argument("-o", "--output", type=Path, required=True, help="artifact directory to write")
+    export.add_argument("-o", "--output", type=output_directory, required=True, help="artifact directory to write")
     export.add_argument(
         "--quantize",
         choices=("int8", "fp16"),
@@ -40,7 +50,7 @@ def add_export_command(commands: argparse._SubParsersAction) -> None:
     export.add_argument("--tracking-uri", help=TRACKING_HELP)
     export.add_argument(
         "--sign-key",
-        type=Path,
+        type=existing_file,
         default=os.environ.get("RECSYS_SIGNING_KEY"),
         help="sign the artifact with this PEM elliptic-curve private key (OpenSSF model-signing; needs "
         "pip install 'recsys[signing]'); default $RECSYS_SIGNING_KEY, else unsigned",
@@ -55,7 +65,7 @@ def add_export_command(commands: argparse._SubParsersAction) -> None:
 def add_verify_key(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--verify-key",
-        type=Path,
+        type=existing_file,
         default=os.environ.get("RECSYS_VERIFY_KEY"),
         help="refuse the artifact unless it is signed by the private key of this PEM public key "
         "(default $RECSYS_VERIFY_KEY, else signatures are not checked; the checksums always are)",
@@ -71,7 +81,7 @@ def add_serve_command(commands: argparse._SubParsersAction) -> None:
         "/metrics (Prometheus). Binds to 127.0.0.1 unless --host says otherwise. An artifact whose files do "
         "not match their checksums is refused.",
     )
-    serve.add_argument("artifact", type=Path, help="artifact directory from `recsys export`")
+    serve.add_argument("artifact", type=existing_directory, help="artifact directory from `recsys export`")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=port_number, default=8080, help="port (default 8080)")
     serve.add_argument(
@@ -127,9 +137,11 @@ def add_predict_command(commands: argparse._SubParsersAction) -> None:
         "per input row (file, line, score, label) to a parquet file. When the files carry labels, test AUC "
         "and log loss are printed; --evaluate also records them in MLflow.",
     )
-    predict.add_argument("artifact", type=Path, help="artifact directory from `recsys export`")
-    predict.add_argument("files", type=Path, nargs="+", help="raw files in the artifact's dataset format")
-    predict.add_argument("-o", "--output", type=Path, required=True, help="parquet file to write, e.g. scores.parquet")
+    predict.add_argument("artifact", type=existing_directory, help="artifact directory from `recsys export`")
+    predict.add_argument("files", type=readable, nargs="+", help="raw files in the artifact's dataset format")
+    predict.add_argument(
+        "-o", "--output", type=output_file, required=True, help="parquet file to write, e.g. scores.parquet"
+    )
     predict.add_argument(
         "--unlabeled", action="store_true", help="the files have no label field (Criteo's and Avazu's test files)"
     )
@@ -199,7 +211,7 @@ def run_serve(arguments: argparse.Namespace) -> None:
     import torch
 
     from recsys.serving.artifact import ServedModel
-    from recsys.serving.connections import ConnectionLimits, serve_app
+    from recsys.serving.connections import ConnectionLimits, listening_socket, serve_app
     from recsys.serving.server import create_app
 
     torch.set_num_threads(arguments.threads)
@@ -209,8 +221,9 @@ def run_serve(arguments: argparse.Namespace) -> None:
         header_timeout=arguments.header_timeout, body_timeout=arguments.body_timeout,
     )  # fmt: skip
     app = create_app(served, arguments.max_rows, arguments.max_body_mb << 20, limits.body_timeout)
+    listener = listening_socket(arguments.host, arguments.port, backlog=max(2048, limits.max_connections))
     print(f"serving {arguments.artifact} on http://{arguments.host}:{arguments.port} (Ctrl-C stops)", flush=True)
-    serve_app(app, arguments.host, arguments.port, limits)
+    serve_app(app, listener, limits)
 
 
 def run_predict(arguments: argparse.Namespace) -> None:
@@ -221,9 +234,6 @@ def run_predict(arguments: argparse.Namespace) -> None:
 
     if arguments.evaluate and arguments.unlabeled:
         raise ValueError("--evaluate needs labels; the files were declared --unlabeled")
-    for path in arguments.files:
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: no such file")
     tracker = evaluation_tracker(arguments) if arguments.evaluate else None
     served = ServedModel.load(arguments.artifact, arguments.verify_key)
     options = ScoringOptions(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from recsys.cli.arguments import TRACKING_HELP
+from recsys.cli.arguments import TRACKING_HELP, existing_file, output_directory
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -16,10 +16,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "experiments/) as MLflow child runs of one parent run. Finished configurations are skipped when the "
         "sweep runs again; a failing one is recorded with its error and the sweep goes on.",
     )
-    sweep.add_argument("experiment", type=Path, help="experiment file, e.g. experiments/criteo_synthetic.toml")
+    sweep.add_argument("experiment", type=existing_file, help="experiment file, e.g. experiments/criteo_synthetic.toml")
     sweep.add_argument("--tracking-uri", help=TRACKING_HELP)
     sweep.add_argument(
-        "--cache-dir", type=Path, default=Path(".recsys-cache"), help="where prepared data is kept (.recsys-cache)"
+        "--cache-dir",
+        type=output_directory,
+        default=Path(".recsys-cache"),
+        help="where prepared data is kept (.recsys-cache)",
     )
     sweep.set_defaults(handler=run_sweep_command)
     report = commands.add_parser(
@@ -32,7 +35,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     report.add_argument("experiment", help="experiment file or name, e.g. experiments/criteo_synthetic.toml")
     report.add_argument("--tracking-uri", help=TRACKING_HELP)
     report.add_argument(
-        "--output", type=Path, default=Path("experiments/results"), help="results root (default experiments/results)"
+        "--output",
+        type=output_directory,
+        default=Path("experiments/results"),
+        help="results root (default experiments/results)",
     )
     report.set_defaults(handler=run_report_command)
 

@@ -11,9 +11,17 @@ import argparse
 import os
 import re
 import sys
-from pathlib import Path
 
-from recsys.cli.arguments import TRACKING_HELP, byte_size, config_default, given_settings, int_list
+from recsys.cli.arguments import (
+    TRACKING_HELP,
+    byte_size,
+    config_default,
+    existing_directory,
+    existing_file,
+    given_settings,
+    int_list,
+    output_directory_name,
+)
 from recsys.train.config import TrainConfig
 
 SHARDING_TYPES = ["auto", "table_wise", "row_wise", "column_wise", "table_row_wise", "data_parallel"]
@@ -43,8 +51,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "Adam or Adagrad. Reports AUC and log loss on validation (each epoch) and test (at the end).",
     )
     train.set_defaults(handler=run_train)
-    train.add_argument("--data", type=Path, required=True, help="prepared cache directory (from `recsys data prepare`)")
-    train.add_argument("--tables", type=Path, required=True, help="table spec, e.g. tables/hashing-10x.toml")
+    train.add_argument(
+        "--data", type=existing_directory, required=True, help="prepared cache directory (from `recsys data prepare`)"
+    )
+    train.add_argument("--tables", type=existing_file, required=True, help="table spec, e.g. tables/hashing-10x.toml")
     train.add_argument("--model", default="dlrm", help="model name (default dlrm)")
     add_settings(train)
     train.add_argument(
@@ -139,6 +149,7 @@ def add_checkpoint_settings(train: argparse.ArgumentParser) -> None:
         "checkpoint_dir",
         "write a checkpoint here after every epoch (verified by checksums when read back); a directory "
         "holding another run's checkpoints is refused unless --resume or --overwrite",
+        type=output_directory_name,
     )
     setting(train, "--resume", "resume", "continue from the latest checkpoint in --checkpoint-dir", action="store_true")
     setting(

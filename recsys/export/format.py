@@ -152,7 +152,11 @@ def read_manifest(directory: Path) -> dict:
         manifest = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ArtifactError(f"{path}: not valid JSON ({error})") from None
-    version = manifest.get("format_version") if isinstance(manifest, dict) else None
+    except RecursionError:
+        raise ArtifactError(f"{path}: nested too deeply to be a manifest; export the model again") from None
+    if not isinstance(manifest, dict):
+        raise ArtifactError(f"{path}: not a JSON object; export the model again")
+    version = manifest.get("format_version")
     if version != FORMAT_VERSION:
         raise ArtifactError(f"{path}: format {version} is not {FORMAT_VERSION}; export the model again")
     check_schema(manifest, str(path))

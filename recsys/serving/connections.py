@@ -17,6 +17,8 @@ The body's own deadline (`body_timeout`) is kept by the app, which reads the bod
 from __future__ import annotations
 
 import asyncio
+import errno
+import socket
 from dataclasses import dataclass
 
 import orjson
@@ -109,11 +111,42 @@ def guarded_protocol(limits: ConnectionLimits) -> type[asyncio.Protocol]:
     return GuardedProtocol
 
 
-def serve_app(app, host: str, port: int, limits: ConnectionLimits) -> None:
-    """Run `app` on uvicorn with `limits` until interrupted."""
+def listening_socket(host: str, port: int, backlog: int) -> socket.socket:
+    """A socket bound to `host`:`port` and listening, or a ValueError naming the option to change.
+
+    Bound here, before the server announces itself, so that a port in use or an address that is not this
+    machine's is one line and exit status 2, not a log line from inside uvicorn after "serving".
+    """
+    try:
+        family, kind, protocol, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as error:
+        raise ValueError(f"--host {host}: {error.strerror}; give a name or address of this machine") from None
+    listener = socket.socket(family, kind, protocol)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind(address)
+        listener.listen(backlog)
+    except OSError as error:
+        listener.close()
+        advice = BIND_ADVICE.get(error.errno, "check --host and --port")
+        raise ValueError(f"--host {host} --port {port}: cannot listen there ({error.strerror}); {advice}") from None
+    return listener
+
+
+BIND_ADVICE = {
+    errno.EADDRINUSE: "another process listens on that port: stop it or pick another --port",
+    errno.EADDRNOTAVAIL: "that is not an address of this machine: use 127.0.0.1, or 0.0.0.0 for every interface",
+    errno.EACCES: "ports below 1024 need privileges: pick --port 1024 or above",
+}
+
+
+def serve_app(app, listener: socket.socket, limits: ConnectionLimits) -> None:
+    """Run `app` on uvicorn with `limits` on the bound `listener` until interrupted."""
     import uvicorn
 
-    uvicorn.run(
-        app, host=host, port=port, log_level="warning", http=guarded_protocol(limits),
-        timeout_keep_alive=limits.keep_alive_timeout, backlog=max(2048, limits.max_connections),
-    )  # fmt: skip
+    config = uvicorn.Config(
+        app, log_level="warning", http=guarded_protocol(limits), timeout_keep_alive=limits.keep_alive_timeout
+    )
+    uvicorn.Server(config).run(sockets=[listener])

@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.distributed.checkpoint as dcp
 from torch import nn
 from torch.distributed._shard.sharded_tensor import ShardedTensor
+
+from recsys.train.checkpoint import read_state
 
 Snapshot = dict[str, list[torch.Tensor]]
 
@@ -44,7 +45,7 @@ def local_tensors(value: torch.Tensor) -> list[torch.Tensor]:
 def load_weights(path: Path, model: nn.Module) -> None:
     """The model state of a checkpoint (not its optimizer state), loaded in place; the caller verified it."""
     state = {"model": model.state_dict()}
-    dcp.load(state, checkpoint_id=str(path))
+    read_state(state, path)
     model.load_state_dict(state["model"])
 
 

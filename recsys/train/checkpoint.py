@@ -24,11 +24,13 @@ from pathlib import Path
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch import nn
+from torch.distributed.checkpoint.api import CheckpointException
 from torchrec.optim.keyed import CombinedOptimizer
 
 from recsys.checksums import ChecksumError, checksums, verify
 from recsys.config import flatten
 from recsys.data.cache import PreparedCache
+from recsys.errors import reason_of
 from recsys.outputs import put_in_place
 from recsys.tables import spec_from_mapping
 from recsys.train.config import TrainConfig
@@ -194,9 +196,23 @@ def load_checkpoint(path: Path, model: nn.Module, optimizer: CombinedOptimizer) 
     """Load model and optimizer state in place (`resume` verified the checkpoint)."""
     optimizer.init_state()
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict()}
-    dcp.load(state, checkpoint_id=str(path))
+    read_state(state, path)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
+
+
+def read_state(state: dict, path: Path) -> None:
+    """Fill `state` (a state dict of the model the checkpoint's progress describes) from the checkpoint at `path`.
+
+    Checksums prove the files are the ones written; a checkpoint whose tensors do not fit its own progress
+    file (edited, or mixed from two runs) is an error naming it, not torch's traceback.
+    """
+    try:
+        dcp.load(state, checkpoint_id=str(path))
+    except CheckpointException as error:
+        failures = [failure for failure, _ in error.failures.values()]
+        reason = reason_of(failures[0]) if failures else "unreadable"
+        raise ValueError(f"{path}: its tensors do not fit the model its {PROGRESS_FILE} describes ({reason})") from None
 
 
 def resume(job: Job, model: nn.Module, optimizer: CombinedOptimizer, layouts: dict[str, str]) -> dict:

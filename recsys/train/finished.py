@@ -17,14 +17,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch.distributed.checkpoint as dcp
 from torch import nn
 
 from recsys.data.loader import BatchLoader
 from recsys.data.stats import RecordingStatistics
 from recsys.tables import build_lookup
 from recsys.tables.interface import lookup_of
-from recsys.train.checkpoint import job_of_checkpoint, read_progress, reported_checkpoint
+from recsys.train.checkpoint import job_of_checkpoint, read_progress, read_state, reported_checkpoint
 from recsys.train.compaction import compacted, serving_model
 from recsys.train.evaluation import evaluate
 from recsys.train.job import Job, build
@@ -117,7 +116,7 @@ def finished_model_of_checkpoint(
     recording = RecordingStatistics(job.cache.statistics())
     model, _ = build(job, recording)
     state = {"model": model.state_dict()}
-    dcp.load(state, checkpoint_id=str(checkpoint))
+    read_state(state, checkpoint)
     model.load_state_dict(state["model"])
     origin = {**(source or {}), "checkpoint": str(checkpoint.resolve()), "epoch": progress.get("epoch")}
     finished = finished_model(job, model, progress.get("metrics", {}), origin, recording, owned=True)

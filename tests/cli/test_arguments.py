@@ -13,6 +13,16 @@ from recsys.train.config import TrainConfig
 REQUIRED = ["train", "--data", "cache", "--tables", "spec.toml"]
 
 
+@pytest.fixture(autouse=True)
+def named_paths(tmp_path, monkeypatch):
+    """The paths the command lines below name exist (they are checked before anything else)."""
+    monkeypatch.chdir(tmp_path)
+    for directory in ("cache", "model"):
+        (tmp_path / directory).mkdir()
+    for file in ("spec.toml", "in.tsv"):
+        (tmp_path / file).write_text("")
+
+
 def test_nothing_given_is_the_dataclass_defaults():
     assert train_config(parser().parse_args(REQUIRED)) == TrainConfig()
 

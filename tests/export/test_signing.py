@@ -57,5 +57,7 @@ def test_a_signed_artifact_verifies_and_every_forgery_is_refused(checkpoints, tm
     command = ["predict", str(forged), str(rows), "-o", str(tmp_path / "s.parquet"), "--verify-key", str(public)]
     assert main(command) == 2
     assert "signature not valid" in capsys.readouterr().err
-    assert main(["export", str(checkpoints), "-o", str(tmp_path / "x"), "--sign-key", str(tmp_path / "no.pem")]) == 2
-    assert "signing key" in capsys.readouterr().err and not (tmp_path / "x").exists()
+    with pytest.raises(SystemExit) as stopped:
+        main(["export", str(checkpoints), "-o", str(tmp_path / "x"), "--sign-key", str(tmp_path / "no.pem")])
+    assert stopped.value.code == 2 and "argument --sign-key" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

@@ -103,7 +103,9 @@ def test_the_predict_command_prints_and_records_the_evaluation(artifact, head_fi
     assert runs[0].data.params["strategy"] == "hashing"
     assert main([*command, "--evaluate", "--unlabeled"]) == 2
     assert "--evaluate needs labels" in capsys.readouterr().err
-    assert main(["predict", str(artifact), str(tmp_path / "missing.tsv"), "-o", str(output)]) == 2
+    with pytest.raises(SystemExit) as stopped:
+        main(["predict", str(artifact), str(tmp_path / "missing.tsv"), "-o", str(output)])
+    assert stopped.value.code == 2 and "argument files" in capsys.readouterr().err
 
 
 def test_a_movielens_directory_is_scored_whole_and_a_file_in_it_is_refused(bag_cache, tmp_path):
