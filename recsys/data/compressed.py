@@ -115,8 +115,8 @@ def raw_chunks(path: Path, chunk_bytes: int) -> Iterator[bytes]:
         head = file.read(MAGIC_BYTES)
         refuse_unsupported(path, head)
         compression = compression_of(head)
-        if compression is None:
-            yield head
+        if compression is None:  # chunks of exactly `chunk_bytes`, so that nothing downstream copies them to join
+            yield head + file.read(max(0, chunk_bytes - len(head)))
             yield from iter(lambda: file.read(chunk_bytes), b"")
             return
         yield from decompressed_chunks(file, compression, head, chunk_bytes)

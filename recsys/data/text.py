@@ -96,6 +96,7 @@ def line_blocks(path: Path, block_bytes: int, tally: BadRowTally, title: str = "
     """Yield (block of whole lines ending in a newline, 1-based number of its first line).
 
     Bytes after the end of a compressed stream are reported to `tally` after every line before them.
+    Nothing here holds a block while the caller works on the one yielded, so memory stays near two blocks.
     """
     next_line = 1
     remainder = b""
@@ -107,9 +108,13 @@ def line_blocks(path: Path, block_bytes: int, tally: BadRowTally, title: str = "
             if len(remainder) > MAX_LINE_BYTES:
                 line = next_line + data.count(b"\n", 0, cut)
                 raise ValueError(f"{path}:{line}: no line end in {MAX_LINE_BYTES:,} bytes; is this a {title} file?")
-            if cut:
-                yield normalise_line_ends(data[:cut]), next_line
-                next_line += data.count(b"\n", 0, cut)
+            block = data[:cut]
+            del data
+            if block:
+                lines = block.count(b"\n")
+                yield normalise_line_ends(block), next_line
+                next_line += lines
+            del block
     except TrailingBytes as error:
         if remainder:
             yield normalise_line_ends(remainder + b"\n"), next_line
@@ -123,26 +128,33 @@ def line_blocks(path: Path, block_bytes: int, tally: BadRowTally, title: str = "
         yield normalise_line_ends(remainder + b"\n"), next_line
 
 
-def joined_chunks(chunks: Iterator[bytes], size: int) -> Iterator[bytes]:
+def joined_chunks(chunks: Iterator[bytes], size: int) -> Iterator[bytes | bytearray]:
     """The same bytes in pieces of at least `size` (but the last), so blocks stay large whatever the chunking.
 
-    Trailing bytes after a compressed stream are raised only after every byte before them is yielded.
+    A chunk of `size` or more passes as it is; smaller ones are gathered in one buffer (no second copy to
+    join them), handed over without a reference kept. Trailing bytes after a compressed stream are raised
+    only after every byte before them is yielded.
     """
-    pieces: list[bytes] = []
-    held = 0
+    buffer = bytearray()
+    handed: list[bytes | bytearray] = []
     try:
         for chunk in chunks:
-            pieces.append(chunk)
-            held += len(chunk)
-            if held >= size:
-                yield b"".join(pieces)
-                pieces, held = [], 0
+            if not buffer and len(chunk) >= size:
+                handed.append(chunk)
+            else:
+                buffer += chunk
+                if len(buffer) >= size:
+                    handed.append(buffer)
+                    buffer = bytearray()
+            del chunk
+            if handed:
+                yield handed.pop()
     except TrailingBytes:
-        if pieces:
-            yield b"".join(pieces)
+        if buffer:
+            yield buffer
         raise
-    if pieces:
-        yield b"".join(pieces)
+    if buffer:
+        yield buffer
 
 
 def normalise_line_ends(block: bytes) -> bytes:
