@@ -113,3 +113,23 @@ def test_sizes_and_nproc_arguments(tmp_path):
         assert refused.returncode == 2 and "argument --rank-memory" in refused.stderr
     abbreviated = recsys("train", "--data", "x", "--tables", "y", "--npr", "2", cwd=tmp_path)
     assert abbreviated.returncode == 2 and "unrecognized arguments: --npr" in abbreviated.stderr
+
+
+def test_a_run_without_test_rows_says_so_and_records_it(synthetic_file, tmp_path, capsys):
+    from mlflow.tracking import MlflowClient
+
+    from recsys.cli import main
+
+    raw = tmp_path / "raw.tsv"
+    raw.write_text("".join(synthetic_file.read_text().splitlines(keepends=True)[:2000]))
+    assert main(["data", "prepare", str(raw), "-o", str(tmp_path / "cache"), "--split", "1800,200,0"]) == 0
+    spec = tmp_path / "full.toml"
+    spec.write_text('strategy = "full"\n')
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    command = ["train", "--data", str(tmp_path / "cache"), "--tables", str(spec), "--epochs", "1", "--no-progress"]
+    assert main([*command, "--bottom-mlp", "8", "--top-mlp", "8", "--tracking-uri", uri]) == 0
+    printed = capsys.readouterr().out
+    assert "no test metrics: the prepared data has no test rows" in printed and "test/auc" not in printed
+    client = MlflowClient(uri)
+    run = client.search_runs([client.get_experiment_by_name("recsys").experiment_id])[0]
+    assert run.data.metrics["test/rows"] == 0 and "test/auc" not in run.data.metrics

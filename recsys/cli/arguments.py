@@ -38,17 +38,18 @@ def byte_size(text: str) -> int:
     return int(value)
 
 
-def split_fractions(text: str) -> tuple[float, float, float]:
+def split_argument(text: str) -> tuple[float, float, float]:
+    """train,val,test by row order: fractions adding up to 1 (0.8,0.1,0.1) or row counts (51949,5773,0)."""
+    from recsys.data.prepare import check_row_split
+
     try:
         parts = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected train,val,test fractions or row counts, got {text!r}") from None
+    try:
+        check_row_split(parts)
     except ValueError as error:
-        raise argparse.ArgumentTypeError(f"expected three comma-separated fractions, got {text!r}") from error
-    if len(parts) != 3:
-        raise argparse.ArgumentTypeError(f"expected three fractions train,val,test; got {text!r}")
-    if not all(math.isfinite(part) and part >= 0 for part in parts) or abs(sum(parts) - 1.0) > 1e-6:
-        raise argparse.ArgumentTypeError(f"expected three non-negative fractions adding up to 1, got {text!r}")
-    if parts[0] <= 0:
-        raise argparse.ArgumentTypeError(f"the training fraction must be positive, got {text!r}")
+        raise argparse.ArgumentTypeError(str(error)) from None
     return parts  # type: ignore[return-value]
 
 

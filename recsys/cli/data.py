@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from recsys.cli.arguments import output_directory, output_file, positive_int, readable, split_fractions
+from recsys.cli.arguments import output_directory, output_file, positive_int, readable, split_argument
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -51,9 +51,10 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     prepare.add_argument("-o", "--output", type=output_directory, required=True, help="cache directory to create")
     prepare.add_argument(
         "--split",
-        type=split_fractions,
+        type=split_argument,
         default=defaults.split,
-        help=f"train,val,test fractions by row order (default {','.join(map(str, defaults.split))})",
+        help="train,val,test by row order: fractions adding up to 1, or row counts adding up to the valid rows "
+        f"(e.g. 51949,5773,0; default {','.join(map(str, defaults.split))})",
     )
     prepare.add_argument(
         "--skip-bad-rows",

@@ -256,6 +256,8 @@ def run_train(arguments: argparse.Namespace) -> None:
     if is_main_process():
         for name, value in result.metrics.items():
             print(f"{name:>30}: {value:.6g}")
+        if result.metrics.get("test/rows") == 0:
+            print("no test metrics: the prepared data has no test rows (give --split a test part when preparing)")
         memory = result.memory
         print(f"{'table/total_bytes':>30}: {memory.total_bytes:,} ({memory.compression:.2f}x smaller than full)")
         if run_id:

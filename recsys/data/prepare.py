@@ -28,7 +28,7 @@ from recsys.outputs import check_apart, put_in_place, remove, temporary_director
 
 @dataclass(frozen=True)
 class PrepareOptions:
-    """How to prepare: split fractions by row order, the bad-row policy, the block size."""
+    """How to prepare: the split by row order (fractions, or row counts), the bad-row policy, the block size."""
 
     split: tuple[float, float, float] = (0.8, 0.1, 0.1)
     skip_bad_rows: bool = False
@@ -38,21 +38,43 @@ class PrepareOptions:
     """The raw format, a name in `recsys.data.formats.FORMATS`."""
 
     def __post_init__(self) -> None:
-        if len(self.split) != 3 or not all(math.isfinite(fraction) and fraction >= 0 for fraction in self.split):
-            raise ValueError(f"split needs three non-negative fractions (train, val, test), got {self.split}")
-        if abs(sum(self.split) - 1.0) > 1e-6:
-            raise ValueError(f"split fractions must add up to 1, got {self.split} (sum {sum(self.split)})")
-        if self.split[0] <= 0:
-            raise ValueError(f"the training split needs a positive fraction, got {self.split}")
+        check_row_split(self.split)
         dataset_format(self.format)
         if self.block_bytes < 1 << 20:
             raise ValueError(f"blocks must be at least 1 MB, got {self.block_bytes:,} bytes")
 
 
-def split_rows(total: int, fractions: tuple[float, float, float]) -> dict[str, int]:
-    """Rows per split (rounded to the nearest row); the test split takes the remainder."""
-    train = round(total * fractions[0])
-    val = min(round(total * fractions[1]), total - train)
+def is_row_counts(split: tuple[float, ...]) -> bool:
+    """Whether `split` gives rows per split (whole numbers adding up to more than 1) rather than fractions."""
+    return sum(split) > 1 + 1e-6
+
+
+def check_row_split(split: tuple[float, ...]) -> None:
+    """Three finite non-negative numbers, train above 0: fractions adding up to 1, or whole row counts."""
+    if len(split) != 3 or not all(math.isfinite(part) and part >= 0 for part in split):
+        raise ValueError(f"split needs three non-negative numbers (train, val, test), got {split}")
+    if split[0] <= 0:
+        raise ValueError(f"the training split must not be empty, got {split}")
+    if is_row_counts(split):
+        if not all(float(part).is_integer() for part in split):
+            raise ValueError(f"split: fractions must add up to 1 and row counts be whole numbers, got {split}")
+    elif abs(sum(split) - 1.0) > 1e-6:
+        raise ValueError(f"split fractions must add up to 1, got {split} (sum {sum(split)})")
+
+
+def split_rows(total: int, split: tuple[float, float, float]) -> dict[str, int]:
+    """Rows per split: row counts as given (they must add up to `total`), or fractions rounded to the
+    nearest row with the test split taking the remainder."""
+    if is_row_counts(split):
+        counts = [int(part) for part in split]
+        if sum(counts) != total:
+            raise ValueError(
+                f"the split's row counts {','.join(map(str, counts))} add up to {sum(counts):,}, but the input "
+                f"holds {total:,} valid rows; make them add up to {total:,}, or give fractions"
+            )
+        return dict(zip(SPLITS, counts))
+    train = round(total * split[0])
+    val = min(round(total * split[1]), total - train)
     return dict(zip(SPLITS, (train, val, total - train - val)))
 
 
@@ -119,7 +141,8 @@ def prepare(
             "schema": schema.to_dict(),
             "raw_fields": raw_format.raw_fields(paths),
             "splits": splits,
-            "split_fractions": list(options.split),
+            "split_given": list(options.split),
+            "split_fractions": [round(count / total, 6) for count in splits.values()],
             "cardinalities": cardinalities,
             "missing_id": MISSING_ID,
             "dense_transform": "log1p(max(x, 0)), missing -> 0" if schema.dense_features else None,

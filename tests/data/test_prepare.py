@@ -87,7 +87,7 @@ def test_refuses_to_overwrite_and_bad_options(tmp_path, synthetic_file):
     with pytest.raises(FileExistsError, match="is not a prepared cache"):
         prepare([synthetic_file], output, PrepareOptions(overwrite=True))
     assert (output / "notes.txt").read_text() == "mine"
-    with pytest.raises(ValueError, match="training split needs a positive fraction"):
+    with pytest.raises(ValueError, match="training split must not be empty"):
         PrepareOptions(split=(0.0, 0.5, 0.5))
     with pytest.raises(ValueError, match="add up to 1"):
         PrepareOptions(split=(0.5, 0.2, 0.2))
@@ -98,6 +98,22 @@ def test_refuses_to_overwrite_and_bad_options(tmp_path, synthetic_file):
 def test_split_rounds_to_the_nearest_row():
     assert split_rows(100, (0.29, 0.71, 0.0)) == {"train": 29, "val": 71, "test": 0}
     assert split_rows(10, (0.8, 0.1, 0.1)) == {"train": 8, "val": 1, "test": 1}
+    assert split_rows(10, (1.0, 0.0, 0.0)) == {"train": 10, "val": 0, "test": 0}  # a sum of 1 is fractions
+
+
+def test_row_counts_split_exactly_and_must_add_up_to_the_rows(synthetic_file, tmp_path):
+    lines = synthetic_file.read_text().splitlines(keepends=True)[:100]
+    path = tmp_path / "hundred.tsv"
+    path.write_text("".join(lines))
+    cache = prepare([path], tmp_path / "counts", PrepareOptions(split=(83, 17, 0)))
+    assert cache.meta["splits"] == {"train": 83, "val": 17, "test": 0}
+    expected = [float(line.split("\t")[0]) for line in lines[83:]]
+    assert cache.scan("val").collect()["label"].to_list() == expected
+    with pytest.raises(ValueError, match="add up to 99, but the input holds 100 valid rows"):
+        prepare([path], tmp_path / "short", PrepareOptions(split=(83, 16, 0)))
+    assert not (tmp_path / "short").exists()
+    with pytest.raises(ValueError, match="whole numbers"):
+        PrepareOptions(split=(83.5, 16.5, 0))
 
 
 def test_open_explains_what_is_missing(tmp_path):

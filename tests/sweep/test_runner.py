@@ -93,7 +93,7 @@ compressions = [10]
 seeds = [0]
 [train]
 batch_size = 4096
-checkpoint_dir = "{tmp_path / 'checkpoints'}"
+checkpoint_dir = "{tmp_path / "checkpoints"}"
 """
     )
     outcome = run_sweep(path, store, tmp_path / "cache")
