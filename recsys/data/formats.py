@@ -65,7 +65,7 @@ def movielens_scoring(labelled: bool) -> Reader:
             raise ValueError(
                 f"{paths[0]}: MovieLens is scored by directory (ratings with its movies file); pass the directory"
             )
-        return read_movielens(paths, tally, block_bytes)
+        return read_movielens(paths, tally, block_bytes, lines=True)
 
     return read_directory
 

@@ -90,9 +90,13 @@ def movielens_directory(paths: list[Path]) -> Path:
 
 
 def read_movielens(
-    paths: list[Path], tally: BadRowTally, block_bytes: int = 32 << 20
+    paths: list[Path], tally: BadRowTally, block_bytes: int = 32 << 20, lines: bool = False
 ) -> Iterator[tuple[pl.DataFrame, int]]:
-    """Yield the whole prepared dataset as one frame (MovieLens fits in memory) and the raw bytes read."""
+    """Yield the whole prepared dataset as one frame (MovieLens fits in memory) and the raw bytes read.
+
+    With `lines`, each row also carries the ratings file (`file`) and its line there (`line`), so that
+    rows ordered by time can be joined back to the input.
+    """
     ratings_path, movies_path, users_path = layout(movielens_directory(paths))
     ratings_format = RATINGS_CSV if ratings_path.suffix == ".csv" else RATINGS_DAT
     ratings = pl.concat([frame for frame, _ in ratings_format.read([ratings_path], tally, block_bytes)])
@@ -100,7 +104,12 @@ def read_movielens(
     users = read_users(users_path) if users_path else None
     joined = join_side_features(ratings, movies, users, str(ratings_path), tally)
     schema = movielens_schema(users is not None)
-    ordered = joined.sort("timestamp", maintain_order=True).rename({"rating": schema.label}).select(schema.columns)
+    provenance = [pl.lit(str(ratings_path)).alias("file"), pl.col("line")] if lines else []
+    ordered = (
+        joined.sort("timestamp", maintain_order=True)
+        .rename({"rating": schema.label})
+        .select([*schema.columns, *provenance])
+    )
     yield ordered, sum(path.stat().st_size for path in (ratings_path, movies_path, users_path) if path)
 
 

@@ -64,7 +64,8 @@ def score_files(
         for path in paths:
             for frame, _ in reader([path], tally, options.block_bytes):
                 scored = score_frame(served, frame, options.batch_rows)
-                scored = scored.with_columns(file=pl.lit(str(path)))
+                if "file" not in scored.columns:  # MovieLens names its ratings file itself
+                    scored = scored.with_columns(file=pl.lit(str(path)))
                 scored.write_parquet(parts / f"part-{len(scores):06d}.parquet", statistics=False)
                 scores.append(scored["score"].to_numpy())
                 if options.labelled:
@@ -91,7 +92,7 @@ def score_frame(served: ServedModel, frame: pl.DataFrame, batch_rows: int) -> pl
             logits = served.model(torch.from_numpy(np.ascontiguousarray(dense[index])), sparse.take(index))
             scores[index] = torch.sigmoid(logits).numpy()
     label = served.manifest.get("label", "label")
-    columns = frame.select([name for name in ("line", label) if name in frame.columns]).rename(
+    columns = frame.select([name for name in ("file", "line", label) if name in frame.columns]).rename(
         {label: "label"} if label in frame.columns else {}
     )
     return columns.with_columns(score=pl.Series(scores))

@@ -117,6 +117,13 @@ def test_a_movielens_directory_is_scored_whole_and_a_file_in_it_is_refused(bag_c
     scored = score_files(served, [directory], tmp_path / "scores.parquet")
     assert scored.rows == sum(bag_cache.rows(split) for split in ("train", "val", "test"))
     assert 0.5 < scored.metrics["auc"] <= 1
+    scores = pl.read_parquet(tmp_path / "scores.parquet")
+    assert scores.columns == ["file", "line", "score", "label"]
+    assert set(scores["file"]) == {str(directory / "ratings.csv")}
+    ratings = (directory / "ratings.csv").read_text().splitlines()  # line 1 is the header
+    assert sorted(scores["line"]) == list(range(2, len(ratings) + 1))
+    clicks = [float(float(ratings[line - 1].split(",")[2]) >= 4) for line in scores["line"]]
+    assert scores["label"].to_list() == clicks  # each score joins back to its own input line
     with pytest.raises(ValueError, match="MovieLens is scored by directory"):
         score_files(served, [directory / "ratings.csv"], tmp_path / "again.parquet")
     assert not (tmp_path / "again.parquet").exists()
