@@ -133,3 +133,31 @@ def test_a_run_without_test_rows_says_so_and_records_it(synthetic_file, tmp_path
     client = MlflowClient(uri)
     run = client.search_runs([client.get_experiment_by_name("recsys").experiment_id])[0]
     assert run.data.metrics["test/rows"] == 0 and "test/auc" not in run.data.metrics
+
+
+def test_train_summary_mlflow_and_export_state_one_size(synthetic_cache, tmp_path, capsys):
+    import re
+
+    from mlflow.tracking import MlflowClient
+
+    from recsys.cli import main
+
+    spec = tmp_path / "hashing.toml"
+    spec.write_text('strategy = "hashing"\ncompression = 10\n')
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    command = ["train", "--data", str(synthetic_cache.path), "--tables", str(spec), "--epochs", "1", "--no-progress"]
+    command += ["--bottom-mlp", "8", "--top-mlp", "8", "--tracking-uri", uri, "--checkpoint-dir", str(tmp_path / "ck")]
+    assert main(command) == 0
+    sizes = r"([\d,]+) bytes \(parameters ([\d,]+) \+ index ([\d,]+)\)"
+    trained = re.search(f"size: {sizes}", capsys.readouterr().out)
+    assert main(["export", str(tmp_path / "ck"), "-o", str(tmp_path / "model")]) == 0
+    exported = re.search(rf"size \(fp32\): {sizes}", capsys.readouterr().out)
+    total, parameters, index = (int(value.replace(",", "")) for value in trained.groups())
+    assert exported.groups() == trained.groups() and total == parameters + index
+    client = MlflowClient(uri)
+    metrics = client.search_runs([client.get_experiment_by_name("recsys").experiment_id])[0].data.metrics
+    assert (metrics["table/total_bytes"], metrics["table/param_bytes"], metrics["table/index_bytes"]) == (
+        total,
+        parameters,
+        index,
+    )

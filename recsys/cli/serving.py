@@ -193,14 +193,21 @@ def print_quantization(directory: Path) -> None:
     import json
 
     from recsys.export.format import MANIFEST
+    from recsys.tables.interface import MemoryReport
 
     manifest = json.loads((directory / MANIFEST).read_text())
+    memory = manifest["memory"]
     quantization = manifest.get("quantization")
+
+    def size(table_bytes: int) -> str:
+        return MemoryReport(table_bytes, memory["index_bytes"], 0, memory["full_bytes"]).summary()
+
     if not quantization:
-        print(f"tables: {manifest['memory']['table_bytes']:,} bytes (fp32)")
+        print(f"size (fp32): {size(memory['table_bytes'])}")
         return
     before, after = quantization["fp32"], quantization["quantized"]
-    print(f"tables: {after['table_bytes']:,} bytes in {quantization['precision']} ({before['table_bytes']:,} in fp32)")
+    print(f"size ({quantization['precision']}): {size(after['table_bytes'])}")
+    print(f"size (fp32): {size(before['table_bytes'])}")
     if "auc_change" in quantization:
         print(f"test AUC {before['auc']:.5f} (fp32) -> {after['auc']:.5f}: change {quantization['auc_change']:+.2e}")
     else:

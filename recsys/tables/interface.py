@@ -52,6 +52,13 @@ class MemoryReport:
     def to_dict(self) -> dict:
         return {**asdict(self), "total_bytes": self.total_bytes, "compression": self.compression}
 
+    def summary(self) -> str:
+        """The one way a size is said (train summary, export): total, its parts, and the compression ratio."""
+        return (
+            f"{self.total_bytes:,} bytes (parameters {self.parameter_bytes:,} + index {self.index_bytes:,}); "
+            f"compression {self.compression:.2f}x against the full table's {self.full_bytes:,} bytes"
+        )
+
 
 class LookupModule(nn.Module, ABC):
     """Base of every strategy: `forward`, `memory_report` and `spec`; storage in `self.storage`."""
