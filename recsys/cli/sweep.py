@@ -45,8 +45,11 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 def run_sweep_command(arguments: argparse.Namespace) -> None:
     from recsys.sweep.runner import run_sweep
+    from recsys.sweep.summary import results_table
 
     outcome = run_sweep(arguments.experiment, arguments.tracking_uri, arguments.cache_dir)
+    if outcome.results:
+        print(results_table(outcome.results))
     print(f"done {len(outcome.done)}, skipped {len(outcome.skipped)} (finished before), failed {len(outcome.failed)}")
     for label, message in outcome.failed.items():
         print(f"  failed {label}: {message.splitlines()[-1]}")

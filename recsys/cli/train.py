@@ -11,7 +11,6 @@ import argparse
 import os
 import re
 import sys
-from typing import TYPE_CHECKING
 
 from recsys.cli.arguments import (
     TRACKING_HELP,
@@ -24,10 +23,6 @@ from recsys.cli.arguments import (
     output_directory_name,
 )
 from recsys.train.config import TrainConfig
-
-if TYPE_CHECKING:
-    from recsys.tables.interface import MemoryReport
-    from recsys.train.loop import TrainResult
 
 SHARDING_TYPES = ["auto", "table_wise", "row_wise", "column_wise", "table_row_wise", "data_parallel"]
 FLAGS: dict[str, str] = {}
@@ -237,13 +232,6 @@ def without_nproc(argv: list[str]) -> list[str]:
     return kept
 
 
-def shipped_memory(result: TrainResult) -> MemoryReport:
-    """The size of what export ships: the compact serving form where the strategy builds one, else the tables."""
-    from recsys.tables.interface import lookup_of
-
-    return lookup_of(result.serving).memory_report() if result.serving is not None else result.memory
-
-
 def run_train(arguments: argparse.Namespace) -> None:
     from recsys.cli.workflow import train_and_track
     from recsys.train.distributed import close_process_group, is_main_process
@@ -270,6 +258,6 @@ def run_train(arguments: argparse.Namespace) -> None:
             print(f"{name:>30}: {value:.6g}")
         if result.metrics.get("test/rows") == 0:
             print("no test metrics: the prepared data has no test rows (give --split a test part when preparing)")
-        print(f"{'size':>30}: {shipped_memory(result).summary()}")
+        print(f"{'size':>30}: {result.shipped_memory.summary()}")
         if run_id:
             print(f"MLflow run {run_id}")

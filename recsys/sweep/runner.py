@@ -24,6 +24,7 @@ from tqdm import tqdm
 from recsys.config import to_toml
 from recsys.sweep.data import DEFAULT_ROOT, prepared_cache
 from recsys.sweep.spec import Configuration, Experiment, configurations, load_experiment
+from recsys.sweep.summary import ConfigurationResult
 from recsys.tracking import MLflowTracker, connect, resolve_tracking_uri
 from recsys.train.config import TrainConfig
 from recsys.train.job import Job
@@ -40,6 +41,8 @@ class SweepOutcome:
     done: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    results: list[ConfigurationResult] = field(default_factory=list)
+    """The figures of the configurations finished in this run (those skipped ran before: see MLflow)."""
 
 
 def run_sweep(path: str | Path, tracking_uri: str | None = None, cache_root: Path = DEFAULT_ROOT) -> SweepOutcome:
@@ -99,13 +102,15 @@ def run_one(
             model_overrides=dict(configuration.model_overrides),
             spec_text=to_toml(configuration.spec.to_dict()),
         )
-        train(job, tracker)
+        result = train(job, tracker)
     except Exception as error:  # any failure of one configuration is recorded; the sweep goes on
         message = "".join(traceback.format_exception_only(type(error), error)).strip()[:4000]
         record_failure(tracker, configuration, tags, message)
         outcome.failed[configuration.label] = message
         return
     outcome.done.append(configuration.label)
+    outcome.results.append(ConfigurationResult.of(configuration, result))
+    tqdm.write(outcome.results[-1].line())
 
 
 def own_checkpoints(config: TrainConfig, key: str) -> TrainConfig:

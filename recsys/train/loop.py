@@ -45,6 +45,17 @@ class TrainResult:
     serving: nn.Module | None = None
     """The unsharded compact serving form, for strategies whose serving form differs (`compacts`)."""
 
+    @property
+    def shipped_memory(self) -> MemoryReport:
+        """The size of what export ships: the compact serving form where the strategy builds one, else the tables."""
+        return lookup_of(self.serving).memory_report() if self.serving is not None else self.memory
+
+    @property
+    def shipped_metrics(self) -> dict[str, float]:
+        """The metrics with the test metrics of what export ships (the compact form's, where there is one)."""
+        compact = {name.removeprefix("compact/"): value for name, value in self.metrics.items()}
+        return {**self.metrics, **{name: value for name, value in compact.items() if name.startswith("test/")}}
+
 
 def train(job: Job, listener: Listener | None = None) -> TrainResult:
     """Train `job` to the end (or from its latest checkpoint with `resume`), reporting to `listener`."""

@@ -33,10 +33,11 @@ top_mlp = [16]
     return path
 
 
-def test_sweep_records_every_configuration_and_skips_finished_ones(synthetic_cache, tmp_path):
+def test_sweep_records_every_configuration_and_skips_finished_ones(synthetic_cache, tmp_path, capsys):
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     path = experiment_file(tmp_path, synthetic_cache.path)
     first = run_sweep(path, store, tmp_path / "cache")
+    assert capsys.readouterr().out.count("finished model ") == 8
     # mixed_dim cannot reach 100x on this small vocabulary: it fails, recorded, and the sweep goes on
     models, seeds = ("dlrm", "lr"), (0, 1)
     expected = [f"{model}/{kind}/seed{seed}" for model in models for kind in ("full", "hashing-100x") for seed in seeds]
@@ -51,6 +52,12 @@ def test_sweep_records_every_configuration_and_skips_finished_ones(synthetic_cac
     failed = [run for run in children if run.info.status == "FAILED"]
     assert len(failed) == 4 and all("mixed_dim needs at least" in run.data.tags[ERROR_TAG] for run in failed)
     assert all(run.data.tags[HASH_TAG] for run in children)
+    recorded = {run.data.tags["configuration"]: run.data.metrics for run in children if run.info.status == "FINISHED"}
+    for result in first.results:  # what the sweep printed is what MLflow holds
+        budget = "" if result.budget == "full" else f"-{result.budget}"
+        metrics = recorded[f"{result.model}/{result.strategy}{budget}/seed{result.seed}"]
+        assert (result.test_auc, result.val_auc) == (metrics["test/auc"], metrics["val/auc"])
+        assert result.total_bytes == metrics["table/total_bytes"]
     interrupted = client.create_run(
         experiment.experiment_id, tags={"mlflow.parentRunId": first.parent_run_id, HASH_TAG: "gone"}
     ).info.run_id  # as a sweep killed mid-run leaves its child
@@ -110,3 +117,19 @@ checkpoint_dir = "{tmp_path / "checkpoints"}"
         "full": "full",
         "hashing": "hashing",
     }
+
+
+def test_the_closing_table_is_aligned_and_ranks_each_model_by_test_auc():
+    from recsys.sweep.summary import ConfigurationResult, results_table
+
+    def result(model: str, strategy: str, test_auc: float) -> ConfigurationResult:
+        return ConfigurationResult(model, strategy, "10x", 0, 3, 0.75, test_auc, 12345.6, 1_234_567)
+
+    table = results_table([result("lr", "qr", 0.7), result("dlrm", "qr", 0.71), result("dlrm", "hashing", 0.72),
+                           result("dlrm", "robe", float("nan"))]).splitlines()  # fmt: skip
+    assert table[0].split() == ["model", "strategy", "budget", "seed", "best", "epoch", "val", "AUC", "test", "AUC",
+                                "samples/s", "bytes"]  # fmt: skip
+    order = [line.split()[:2] for line in table[1:]]
+    assert order == [["dlrm", "hashing"], ["dlrm", "qr"], ["dlrm", "robe"], ["lr", "qr"]]
+    assert table[1].split()[-4:] == ["0.7500", "0.7200", "12,346", "1,234,567"] and "no test rows" in table[3]
+    assert len({len(line) for line in table[:3]}) == 1  # right-aligned numbers end in one column
