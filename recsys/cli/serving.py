@@ -18,6 +18,7 @@ from recsys.cli.arguments import (
     positive_seconds,
     readable,
 )
+from recsys.cli.threads import add_threads, use_threads
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -148,6 +149,7 @@ def add_predict_command(commands: argparse._SubParsersAction) -> None:
     predict.add_argument(
         "--skip-bad-rows", action="store_true", help="skip malformed rows and count them (default: stop at the first)"
     )
+    add_threads(predict, "scoring")
     predict.add_argument("--batch-rows", type=positive_int, default=8192, help="rows per model call (default 8192)")
     predict.add_argument(
         "--evaluate", action="store_true", help="record AUC and log loss as an MLflow run (needs labelled files)"
@@ -242,6 +244,7 @@ def run_predict(arguments: argparse.Namespace) -> None:
     if arguments.evaluate and arguments.unlabeled:
         raise ValueError("--evaluate needs labels; the files were declared --unlabeled")
     tracker = evaluation_tracker(arguments) if arguments.evaluate else None
+    use_threads(arguments.threads)
     served = ServedModel.load(arguments.artifact, arguments.verify_key)
     options = ScoringOptions(
         labelled=not arguments.unlabeled, skip_bad_rows=arguments.skip_bad_rows, batch_rows=arguments.batch_rows

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from recsys.cli.arguments import TRACKING_HELP, existing_file, output_directory
+from recsys.cli.threads import add_threads, use_threads
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -24,6 +25,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         default=Path(".recsys-cache"),
         help="where prepared data is kept (.recsys-cache)",
     )
+    add_threads(sweep, "training")
     sweep.set_defaults(handler=run_sweep_command)
     report = commands.add_parser(
         "report",
@@ -47,6 +49,7 @@ def run_sweep_command(arguments: argparse.Namespace) -> None:
     from recsys.sweep.runner import run_sweep
     from recsys.sweep.summary import results_table
 
+    use_threads(arguments.threads)
     outcome = run_sweep(arguments.experiment, arguments.tracking_uri, arguments.cache_dir)
     if outcome.results:
         print(results_table(outcome.results))

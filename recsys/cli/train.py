@@ -22,6 +22,7 @@ from recsys.cli.arguments import (
     int_list,
     output_directory_name,
 )
+from recsys.cli.threads import add_threads, use_threads
 from recsys.train.config import TrainConfig
 
 SHARDING_TYPES = ["auto", "table_wise", "row_wise", "column_wise", "table_row_wise", "data_parallel"]
@@ -64,6 +65,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         help="processes to train with on this machine, the tables sharded over them (launches torchrun; "
         "default 1). Under torchrun itself, leave it out.",
     )
+    add_threads(train, "training, per process")
     train.add_argument("--bottom-mlp", type=int_list, help="DLRM bottom MLP widths, e.g. 512,256")
     train.add_argument("--top-mlp", type=int_list, help="DLRM top MLP widths, e.g. 512,256")
     train.add_argument("--tracking-uri", help=TRACKING_HELP)
@@ -237,6 +239,7 @@ def run_train(arguments: argparse.Namespace) -> None:
     from recsys.train.distributed import close_process_group, is_main_process
 
     config = train_config(arguments)
+    use_threads(arguments.threads, int(os.environ.get("WORLD_SIZE", "1")))
     overrides = {
         name: value for name, value in (("bottom_mlp", arguments.bottom_mlp), ("top_mlp", arguments.top_mlp)) if value
     }
