@@ -22,6 +22,7 @@ from recsys.cli.arguments import (
     int_list,
     output_directory_name,
 )
+from recsys.cli.overrides import Overrides, parsed_setting
 from recsys.cli.threads import add_threads, use_threads
 from recsys.train.config import TrainConfig
 
@@ -66,6 +67,16 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "default 1). Under torchrun itself, leave it out.",
     )
     add_threads(train, "training, per process")
+    train.add_argument(
+        "--set",
+        dest="settings",
+        metavar="SECTION.KEY=VALUE",
+        type=parsed_setting,
+        action="append",
+        help="any setting an experiment file can give, for this run: model.KEY (the model's config, e.g. "
+        "model.dropout=0.2, model.hidden=[400,400]), tables.KEY (over the --tables file, e.g. "
+        "tables.init_std=0.01), train.KEY (a training setting); VALUE is a TOML value; repeatable",
+    )
     train.add_argument("--bottom-mlp", type=int_list, help="DLRM bottom MLP widths, e.g. 512,256")
     train.add_argument("--top-mlp", type=int_list, help="DLRM top MLP widths, e.g. 512,256")
     train.add_argument("--tracking-uri", help=TRACKING_HELP)
@@ -174,8 +185,13 @@ def train_config(arguments: argparse.Namespace) -> TrainConfig:
     """The settings given on the command line over TrainConfig's defaults, checked like a [train] table."""
     from recsys.config import ConfigError, from_mapping
 
+    given = given_settings(arguments, TrainConfig)
+    settings = Overrides.of(getattr(arguments, "settings", None)).train
+    both = sorted(set(given) & set(settings))
+    if both:
+        raise ConfigError(f"{FLAGS[both[0]]} and --set train.{both[0]} both given; give one")
     try:
-        return from_mapping(TrainConfig, given_settings(arguments, TrainConfig), "options")
+        return from_mapping(TrainConfig, {**given, **settings}, "options")
     except ConfigError as error:
         message = str(error).removeprefix("options: ")
         for name, flag in FLAGS.items():
@@ -240,15 +256,18 @@ def run_train(arguments: argparse.Namespace) -> None:
 
     config = train_config(arguments)
     use_threads(arguments.threads, int(os.environ.get("WORLD_SIZE", "1")))
+    settings = Overrides.of(arguments.settings)
     overrides = {
         name: value for name, value in (("bottom_mlp", arguments.bottom_mlp), ("top_mlp", arguments.top_mlp)) if value
     }
+    overrides.update(settings.model)
     result, run_id = train_and_track(
         data=arguments.data,
         tables=arguments.tables,
         model=arguments.model,
         config=config,
         model_overrides=overrides,
+        table_overrides=settings.tables,
         tracking=not arguments.no_tracking,
         tracking_uri=arguments.tracking_uri,
         experiment=arguments.experiment,

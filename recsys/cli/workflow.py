@@ -5,8 +5,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from recsys.config import read_toml, to_toml
 from recsys.data.cache import PreparedCache
-from recsys.tables import load_spec
+from recsys.tables import load_spec, spec_from_mapping
+from recsys.tables.spec import TableSpec
 from recsys.train.config import TrainConfig
 from recsys.train.distributed import is_main_process, rank_and_world_size
 from recsys.train.events import Broadcast, Listener, RunStart
@@ -21,12 +23,21 @@ class PlanPrinter(Listener):
         print(f"sharding plan:\n{start.plan}", file=sys.stderr, flush=True)
 
 
+def table_spec(path: Path, overrides: dict) -> tuple[TableSpec, str]:
+    """The spec of the --tables file with `--set tables.KEY=VALUE` over it, and its text as recorded."""
+    if not overrides:
+        return load_spec(path), path.read_text()
+    mapping = {**read_toml(path), **overrides}
+    return spec_from_mapping(mapping, where=f"{path} with --set tables.*"), to_toml(mapping)
+
+
 def train_and_track(
     data: Path,
     tables: Path,
     model: str,
     config: TrainConfig,
     model_overrides: dict | None = None,
+    table_overrides: dict | None = None,
     tracking: bool = True,
     tracking_uri: str | None = None,
     experiment: str = "recsys",
@@ -35,7 +46,7 @@ def train_and_track(
     extra_tags: dict[str, str] | None = None,
 ) -> tuple[TrainResult, str | None]:
     """Train one model; with `tracking`, the MLflow store is checked before any work starts."""
-    spec = load_spec(tables)
+    spec, spec_text = table_spec(Path(tables), table_overrides or {})
     cache = PreparedCache.open(data)
     listeners: list[Listener] = [PlanPrinter()] if is_main_process() and rank_and_world_size()[1] > 1 else []
     tracker = None
@@ -52,7 +63,7 @@ def train_and_track(
         model=model,
         config=config,
         model_overrides=dict(model_overrides or {}),
-        spec_text=Path(tables).read_text(),
+        spec_text=spec_text,
     )
     result = train(job, Broadcast(listeners))
     return result, tracker.run_id if tracker else None

@@ -133,3 +133,44 @@ def test_the_closing_table_is_aligned_and_ranks_each_model_by_test_auc():
     assert order == [["dlrm", "hashing"], ["dlrm", "qr"], ["dlrm", "robe"], ["lr", "qr"]]
     assert table[1].split()[-4:] == ["0.7500", "0.7200", "12,346", "1,234,567"] and "no test rows" in table[3]
     assert len({len(line) for line in table[:3]}) == 1  # right-aligned numbers end in one column
+
+
+def test_one_train_command_reproduces_a_sweep_cell_exactly(synthetic_cache, tmp_path, capsys):
+    from recsys.cli import main
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    path = tmp_path / "cell.toml"
+    path.write_text(
+        f"""
+name = "cell"
+[data]
+prepared = "{synthetic_cache.path}"
+[grid]
+models = ["deepfm"]
+strategies = ["hashing"]
+compressions = [10]
+seeds = [1]
+[train]
+epochs = 1
+batch_size = 1024
+[tables]
+init_std = 0.02
+[models.deepfm]
+hidden = [16]
+dropout = 0.1
+"""
+    )
+    swept = run_sweep(path, store, tmp_path / "cache")
+    spec = tmp_path / "hashing.toml"
+    spec.write_text('strategy = "hashing"\ncompression = 10\n')
+    command = ["train", "--data", str(synthetic_cache.path), "--tables", str(spec), "--model", "deepfm"]
+    command += ["--seed", "1", "--epochs", "1", "--batch-size", "1024", "--no-progress", "--tracking-uri", store]
+    command += ["--set", "tables.init_std=0.02", "--set", "model.hidden=[16]", "--set", "model.dropout=0.1"]
+    assert main([*command, "--experiment", "by-hand"]) == 0
+    capsys.readouterr()
+    client = MlflowClient(store)
+    cell = client.search_runs([client.get_experiment_by_name("cell").experiment_id])
+    cell = next(run for run in cell if run.data.tags.get("mlflow.parentRunId") == swept.parent_run_id)
+    by_hand = client.search_runs([client.get_experiment_by_name("by-hand").experiment_id])[0]
+    for name in ("val/auc", "test/auc", "test/logloss", "table/total_bytes"):
+        assert by_hand.data.metrics[name] == cell.data.metrics[name], name
