@@ -16,7 +16,7 @@ from recsys.data.avazu import AVAZU_FORMAT
 from recsys.data.bad_rows import BadRowTally
 from recsys.data.criteo import CRITEO_FORMAT
 from recsys.data.frappe import FRAPPE_FORMAT
-from recsys.data.movielens import layout, movielens_directory, movielens_raw_fields, movielens_schema, read_movielens
+from recsys.data.movielens import layout_of, movielens_raw_fields, movielens_schema, read_movielens
 from recsys.data.schema import DatasetSchema
 from recsys.data.text import TextFormat
 
@@ -61,7 +61,7 @@ def movielens_scoring(labelled: bool) -> Reader:
         raise ValueError("MovieLens ratings always carry their rating (the label); score them labelled")
 
     def read_directory(paths: list[Path], tally: BadRowTally, block_bytes: int) -> Iterator[tuple[pl.DataFrame, int]]:
-        if len(paths) != 1 or not paths[0].is_dir():
+        if len(paths) != 1 or not (paths[0].is_dir() or layout_of(paths).release == "100k"):
             raise ValueError(
                 f"{paths[0]}: MovieLens is scored by directory (ratings with its movies file); pass the directory"
             )
@@ -70,21 +70,17 @@ def movielens_scoring(labelled: bool) -> Reader:
     return read_directory
 
 
-def movielens_has_users(paths: list[Path]) -> bool:
-    _, _, users = layout(movielens_directory(paths))
-    return users is not None
-
-
 FORMATS: dict[str, DatasetFormat] = {
     "criteo": text_format(CRITEO_FORMAT, "Criteo TSV files (plain or compressed): label, I1..I13, C1..C26"),
     "avazu": text_format(AVAZU_FORMAT, "Avazu CSV files, with or without the header line"),
     "frappe": text_format(FRAPPE_FORMAT, "libFM files of Frappe's 10 fields (label 1/-1)"),
     "movielens": DatasetFormat(
         "movielens",
-        "one MovieLens directory (ratings.csv + movies.csv, or 1M's ratings/movies/users.dat)",
+        "one MovieLens directory (ratings.csv + movies.csv; 1M's ratings/movies/users.dat; 100K's u.data + u.item "
+        "+ u.user), or a 100K ratings file such as ua.base",
         read_movielens,
-        lambda paths: movielens_schema(movielens_has_users(paths)),
-        lambda paths: movielens_raw_fields(movielens_has_users(paths)),
+        movielens_schema,
+        movielens_raw_fields,
         movielens_scoring,
     ),
 }

@@ -178,6 +178,64 @@ def test_movielens_1m_layout_adds_user_side_features(tmp_path):
         read("movielens", [directory])
 
 
+def write_movielens_100k(directory: Path) -> Path:
+    """Three movies, two users and four ratings in the 100K layout (tab-separated ratings, pipe-separated Latin-1)."""
+    directory.mkdir()
+    flags = ["0"] * 19
+    drama, action, crime = list(flags), list(flags), list(flags)
+    drama[8] = "1"  # Drama
+    action[1] = action[6] = "1"  # Action, Crime
+    crime[0] = "1"  # unknown
+    items = [
+        ["1", "Café (1999)", "01-Jan-1999", "", "http://x", *drama],
+        ["2", "Heat (1995)", "15-Dec-1995", "", "http://y", *action],
+        ["3", "Untitled", "04-Jul-1997", "", "", *crime],
+    ]
+    (directory / "u.item").write_bytes("".join("|".join(item) + "\n" for item in items).encode("latin-1"))
+    write(directory / "u.user", ["1|24|M|technician|85711", "2|53|F|other|94043"])
+    write(directory / "ua.base", ["1\t1\t5\t300", "2\t2\t3\t100", "1\t3\t4\t200", "2\t1\t1\t400"])
+    return directory
+
+
+def test_movielens_100k_ratings_file_reads_with_its_directory_side_files(tmp_path):
+    directory = write_movielens_100k(tmp_path / "ml-100k")
+    frame, _ = read("movielens", [directory / "ua.base"])
+    assert frame.columns == ["label", "userId", "movieId", "genres", "year", "gender", "age", "occupation", "zip"]
+    assert frame["movieId"].to_list() == [2, 3, 1, 1]  # timestamps 100, 200, 300, 400
+    assert frame["label"].to_list() == [0.0, 1.0, 1.0, 0.0]
+    assert frame["genres"].to_list()[:3] == [
+        [string_id("Action"), string_id("Crime")], [string_id("unknown")], [string_id("Drama")]
+    ]  # fmt: skip
+    assert frame["year"].to_list() == [1995, 1997, 1999, 1999]  # "Untitled": the release date's year
+    assert frame["occupation"].to_list() == [string_id("other"), string_id("technician"), string_id("technician"),
+                                             string_id("other")]  # fmt: skip
+    assert frame["age"].to_list() == [53, 24, 24, 53] and frame["zip"].to_list()[0] == string_id("94043")
+    with pytest.raises(FileNotFoundError, match="a MovieLens 100K directory without u.data; give one of its "
+                                                r"ratings files \(ua.base\)"):  # fmt: skip
+        read("movielens", [directory])
+    (directory / "ua.base").rename(directory / "u.data")
+    assert read("movielens", [directory])[0].equals(frame)
+
+
+def test_movielens_100k_bad_side_rows_name_their_line(tmp_path):
+    directory = write_movielens_100k(tmp_path / "ml-100k")
+    with (directory / "u.user").open("a") as stream:
+        stream.write("3|old|M|writer|32067\n")
+    with pytest.raises(ValueError, match=r"u.user:3: age: expected an integer, got 'old'"):
+        read("movielens", [directory / "ua.base"])
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "ml-100k" / "ua.base").exists(), reason="no MovieLens 100K sample")
+def test_the_shared_movielens_100k_sample_reads_whole(tmp_path):
+    ratings = SHARED_DATA / "ml-100k" / "ua.base"
+    lines = ratings.read_text().splitlines()
+    cache = prepare([ratings], tmp_path / "cache", PrepareOptions(format="movielens"))
+    assert sum(cache.meta["splits"].values()) == len(lines) == 90_570
+    clicks = sum(int(line.split("\t")[2]) >= 4 for line in lines)
+    labels = pl.concat([cache.scan(split).collect() for split in ("train", "val", "test")])["label"]
+    assert labels.sum() == clicks and cache.meta["cardinalities"]["occupation"] == 21
+
+
 def test_movielens_needs_a_directory_with_ratings(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a MovieLens directory"):
         read("movielens", [tmp_path])
