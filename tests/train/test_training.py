@@ -85,3 +85,33 @@ def test_resume_refuses_a_checkpoint_whose_optimizer_state_has_another_layout(ma
         train(make_job(epochs=2, checkpoint_dir=checkpoints, resume=True, sharding="table_wise"))
     resumed = train(make_job(epochs=2, checkpoint_dir=checkpoints, resume=True, sharding="data_parallel"))
     assert resumed.metrics["epoch"] == 2
+
+
+@pytest.mark.parametrize("optimizer", ["EXACT_SGD", "EXACT_ROWWISE_ADAGRAD", "EXACT_ADAGRAD"])
+@pytest.mark.parametrize("mode", ["L2", "DECOUPLE"])
+def test_fbgemm_cpu_kernels_ignore_weight_decay_so_recsys_offers_none(optimizer, mode):
+    """fbgemm-gpu-cpu 1.8.0 takes `weight_decay` and `weight_decay_mode` but its CPU kernels do not apply them
+    (one step moves a row exactly as without decay). When this fails, fbgemm applies it: offer table decay."""
+    from fbgemm_gpu.split_embedding_configs import EmbOptimType
+    from fbgemm_gpu.split_table_batched_embeddings_ops_common import EmbeddingLocation
+    from fbgemm_gpu.split_table_batched_embeddings_ops_training import (
+        ComputeDevice,
+        SplitTableBatchedEmbeddingBagsCodegen,
+    )
+    from fbgemm_gpu.tbe.config.optimizer_config import WeightDecayMode
+
+    def one_step(decay: float, decay_mode: WeightDecayMode) -> torch.Tensor:
+        table = SplitTableBatchedEmbeddingBagsCodegen(
+            [(10, 8, EmbeddingLocation.HOST, ComputeDevice.CPU)], optimizer=getattr(EmbOptimType, optimizer),
+            learning_rate=0.1, weight_decay=decay, weight_decay_mode=decay_mode,
+        )  # fmt: skip
+        weights = table.split_embedding_weights()[0]
+        with torch.no_grad():
+            weights.copy_(torch.linspace(-2, 2, 80).view(10, 8))
+        pooled = table(torch.tensor([1, 2]), torch.tensor([0, 1, 2]))
+        (pooled * torch.linspace(0.5, 1.5, 8)).sum().backward()
+        return weights[1:3].clone()
+
+    without = one_step(0.0, WeightDecayMode.NONE)
+    with_decay = one_step(0.5, getattr(WeightDecayMode, mode))
+    torch.testing.assert_close(with_decay, without, atol=0, rtol=0)
