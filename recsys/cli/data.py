@@ -48,13 +48,22 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     prepare.add_argument(
         "--format", choices=list(FORMATS), default=defaults.format, help=f"the raw format (default {defaults.format})"
     )
+    prepare.add_argument(
+        "--test",
+        type=readable,
+        nargs="+",
+        default=(),
+        metavar="FILE",
+        help="files read after the inputs as the whole test split (then --split divides the inputs into train "
+        "and validation: its default becomes 0.9,0.1,0)",
+    )
     prepare.add_argument("-o", "--output", type=output_directory, required=True, help="cache directory to create")
     prepare.add_argument(
         "--split",
         type=split_argument,
-        default=defaults.split,
         help="train,val,test by row order: fractions adding up to 1, or row counts adding up to the valid rows "
-        f"(e.g. 51949,5773,0; default {','.join(map(str, defaults.split))})",
+        f"(e.g. 51949,5773,0; default {','.join(map(str, defaults.split))}, or with --test "
+        f"{','.join(map(str, TEST_FILES_SPLIT))})",
     )
     prepare.add_argument(
         "--skip-bad-rows",
@@ -82,6 +91,10 @@ def run_synth(arguments: argparse.Namespace) -> None:
     print(f"wrote {config.rows:,} rows to {arguments.output}")
 
 
+TEST_FILES_SPLIT = (0.9, 0.1, 0.0)
+"""The split of the inputs when test files are given: train and validation only."""
+
+
 def run_prepare(arguments: argparse.Namespace) -> None:
     from tqdm import tqdm
 
@@ -89,14 +102,16 @@ def run_prepare(arguments: argparse.Namespace) -> None:
     from recsys.data.prepare import PrepareOptions, prepare
 
     options = PrepareOptions(
-        split=arguments.split,
+        split=arguments.split or (TEST_FILES_SPLIT if arguments.test else PrepareOptions().split),
+        test_paths=tuple(arguments.test),
         skip_bad_rows=arguments.skip_bad_rows,
         overwrite=arguments.overwrite,
         block_bytes=arguments.block_mb << 20,
         format=arguments.format,
     )
-    unknown_size = any(path.is_dir() or is_compressed(path) for path in arguments.inputs)
-    total_bytes = None if unknown_size else sum(path.stat().st_size for path in arguments.inputs if path.is_file())
+    files = [*arguments.inputs, *arguments.test]
+    unknown_size = any(path.is_dir() or is_compressed(path) for path in files)
+    total_bytes = None if unknown_size else sum(path.stat().st_size for path in files if path.is_file())
     with tqdm(total=total_bytes, unit="B", unit_scale=True, desc="prepare (uncompressed bytes)") as bar:
         rows = 0
 

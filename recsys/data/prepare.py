@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,9 +36,17 @@ class PrepareOptions:
     block_bytes: int = 32 << 20
     format: str = "criteo"
     """The raw format, a name in `recsys.data.formats.FORMATS`."""
+    test_paths: tuple[Path, ...] = ()
+    """Files read after the inputs as the whole test split (the split then divides the inputs into train and
+    validation only: its test part must be 0)."""
 
     def __post_init__(self) -> None:
         check_row_split(self.split)
+        if self.test_paths and self.split[2] != 0:
+            raise ValueError(
+                f"with test files the split's test part must be 0 (the files are the test split), got {self.split}; "
+                "give e.g. --split 0.9,0.1,0"
+            )
         dataset_format(self.format)
         if self.block_bytes < 1 << 20:
             raise ValueError(f"blocks must be at least 1 MB, got {self.block_bytes:,} bytes")
@@ -115,20 +123,29 @@ def prepare(
     options: PrepareOptions = PrepareOptions(),
     on_block: Callable[[int, int], None] | None = None,
 ) -> PreparedCache:
-    """Prepare `paths` (in order) into the cache at `output`; `on_block(rows, bytes)` reports progress."""
-    check_inputs(paths)
-    check_apart(output, paths)
+    """Prepare `paths` (in order), then `options.test_paths` as the test split, into the cache at `output`;
+    `on_block(rows, bytes)` reports progress."""
+    groups = [paths, list(options.test_paths)] if options.test_paths else [paths]
+    for group in groups:
+        check_inputs(group)
+    check_apart(output, [path for group in groups for path in group])
     check_output(output, options.overwrite)
     raw_format = dataset_format(options.format)
     schema = raw_format.schema(paths)
+    if options.test_paths and raw_format.schema(list(options.test_paths)) != schema:
+        raise ValueError(f"the test files {', '.join(map(str, options.test_paths))} have other fields than the inputs")
     partial = temporary_directory(output)
     try:
         started = time.perf_counter()
         tally = BadRowTally(skip=options.skip_bad_rows)
-        total = write_parts(raw_format, paths, partial / PARTS_DIRECTORY, tally, options.block_bytes, on_block)
-        if total == 0:
-            raise ValueError(f"no valid rows in {', '.join(map(str, paths))}")
-        splits = split_rows(total, options.split)
+        totals = write_parts(raw_format, groups, partial / PARTS_DIRECTORY, tally, options.block_bytes, on_block)
+        for group, rows in zip(groups, totals):
+            if rows == 0:
+                raise ValueError(f"no valid rows in {', '.join(map(str, group))}")
+        total = sum(totals)
+        splits = split_rows(totals[0], options.split)
+        if options.test_paths:
+            splits["test"] = totals[1]
         if splits["train"] == 0:
             raise ValueError(f"{total} rows leave the training split empty; give more rows or a larger train fraction")
         parts = sorted((partial / PARTS_DIRECTORY).glob("part-*.parquet"))
@@ -146,7 +163,8 @@ def prepare(
             "cardinalities": cardinalities,
             "missing_id": MISSING_ID,
             "dense_transform": "log1p(max(x, 0)), missing -> 0" if schema.dense_features else None,
-            "sources": [{"path": str(path.resolve()), "bytes": path.stat().st_size} for path in paths],
+            "sources": sources_of(paths),
+            "test_sources": sources_of(options.test_paths),
             "bad_rows": tally.to_dict(),
             "seconds": round(time.perf_counter() - started, 3),
             "recsys_version": __version__,
@@ -158,21 +176,30 @@ def prepare(
     return PreparedCache.open(output)
 
 
+def sources_of(paths: Sequence[Path]) -> list[dict]:
+    return [{"path": str(path.resolve()), "bytes": path.stat().st_size} for path in paths]
+
+
 def write_parts(
     raw_format: DatasetFormat,
-    paths: list[Path],
+    groups: list[list[Path]],
     directory: Path,
     tally: BadRowTally,
     block_bytes: int,
     on_block: Callable[[int, int], None] | None,
-) -> int:
-    """Write one parquet part per non-empty block; return the number of rows written."""
+) -> list[int]:
+    """Write one parquet part per non-empty block, numbered on across the groups of files (so parts keep their
+    order); return the rows written per group."""
     directory.mkdir(parents=True)
-    total = 0
-    for index, (frame, raw_bytes) in enumerate(raw_format.read(paths, tally, block_bytes)):
-        if len(frame):
-            frame.write_parquet(directory / f"part-{index:06d}.parquet", statistics=False, compression="lz4")
-            total += len(frame)
-        if on_block is not None:
-            on_block(len(frame), raw_bytes)
-    return total
+    totals, index = [], 0
+    for paths in groups:
+        total = 0
+        for frame, raw_bytes in raw_format.read(paths, tally, block_bytes):
+            if len(frame):
+                frame.write_parquet(directory / f"part-{index:06d}.parquet", statistics=False, compression="lz4")
+                total += len(frame)
+                index += 1
+            if on_block is not None:
+                on_block(len(frame), raw_bytes)
+        totals.append(total)
+    return totals

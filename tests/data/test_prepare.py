@@ -119,3 +119,22 @@ def test_row_counts_split_exactly_and_must_add_up_to_the_rows(synthetic_file, tm
 def test_open_explains_what_is_missing(tmp_path):
     with pytest.raises(FileNotFoundError, match="recsys data prepare"):
         PreparedCache.open(tmp_path)
+
+
+def test_test_files_are_the_whole_test_split_after_the_inputs(synthetic_file, tmp_path):
+    lines = synthetic_file.read_text().splitlines(keepends=True)
+    inputs, held_out = tmp_path / "days.tsv", tmp_path / "next-day.tsv"
+    inputs.write_text("".join(lines[:1000]))
+    held_out.write_text("".join(lines[1000:1300]))
+    cache = prepare([inputs], tmp_path / "cache", PrepareOptions(split=(0.9, 0.1, 0), test_paths=(held_out,)))
+    assert cache.meta["splits"] == {"train": 900, "val": 100, "test": 300}
+    expected = [float(line.split("\t")[0]) for line in lines[1000:1300]]
+    assert cache.scan("test").collect()["label"].to_list() == expected
+    assert cache.meta["test_sources"][0]["path"] == str(held_out.resolve())
+    whole = prepare([inputs], tmp_path / "whole", PrepareOptions(split=(0.9, 0.1, 0)))
+    assert cache.meta["cardinalities"] == whole.meta["cardinalities"]  # statistics from the training split only
+    with pytest.raises(ValueError, match="the split's test part must be 0"):
+        PrepareOptions(test_paths=(held_out,))
+    with pytest.raises(ValueError, match="no valid rows in .*empty.tsv"):
+        (tmp_path / "empty.tsv").write_text("")
+        prepare([inputs], tmp_path / "none", PrepareOptions(split=(0.9, 0.1, 0), test_paths=(tmp_path / "empty.tsv",)))
