@@ -131,8 +131,17 @@ def add_settings(train: argparse.ArgumentParser) -> None:
         "--sparse-optimizer",
         "sparse_optimizer",
         f"table optimizer, fused into backward {default('sparse_optimizer')}: rowwise_adagrad keeps one state "
-        "per row, adagrad one per weight (so column-wise sharding gives exactly the single-process result)",
-        choices=["rowwise_adagrad", "adagrad", "sgd"],
+        "per row, adagrad one per weight (so column-wise sharding gives exactly the single-process result); adam "
+        "(Adam on dense gradients, every row every step) needs --sharding data_parallel",
+        choices=["rowwise_adagrad", "adagrad", "sgd", "adam"],
+    )
+    setting(
+        train,
+        "--sparse-weight-decay",
+        "sparse_weight_decay",
+        f"L2 weight decay of the tables {default('sparse_weight_decay')}; needs --sharding data_parallel "
+        "(fbgemm's fused CPU kernels ignore weight decay)",
+        type=float,
     )
     setting(train, "--seed", "seed", f"seed of the model and the batch order {default('seed')}", type=int)
     setting(

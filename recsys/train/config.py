@@ -19,8 +19,12 @@ class TrainConfig:
     eval_batch_size: int = 16384
     dense_optimizer: Literal["adam", "adagrad"] = "adam"
     dense_learning_rate: float = 1e-3
-    sparse_optimizer: Literal["rowwise_adagrad", "adagrad", "sgd"] = "rowwise_adagrad"
+    sparse_optimizer: Literal["rowwise_adagrad", "adagrad", "sgd", "adam"] = "rowwise_adagrad"
+    """adam: only for data-parallel tables (fbgemm has no fused Adam on CPU), which train on dense gradients."""
     sparse_learning_rate: float = 0.05
+    sparse_weight_decay: float = 0.0
+    """L2 weight decay of the tables (every row, every step: torch's optimizers on dense gradients); only for
+    data-parallel tables: fbgemm's CPU kernels ignore weight decay (see the README)."""
     seed: int = 0
     checkpoint_dir: str | None = None
     resume: bool = False
@@ -41,6 +45,15 @@ class TrainConfig:
         for name in ("dense_learning_rate", "sparse_learning_rate"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if not self.sparse_weight_decay >= 0:
+            raise ValueError(f"sparse_weight_decay must be 0 or more, got {self.sparse_weight_decay}")
+        dense_only = [name for name in ("adam", "weight decay") if name == self.sparse_optimizer or (
+            name == "weight decay" and self.sparse_weight_decay)]  # fmt: skip
+        if dense_only and self.sharding != "data_parallel":
+            raise ValueError(
+                f"table {dense_only[0]} needs data-parallel tables (sharding = 'data_parallel'): fbgemm's fused CPU "
+                "kernels have no Adam and ignore weight decay"
+            )
         if self.lr_decay is not None and not 0 < self.lr_decay < 1:
             raise ValueError(f"lr_decay must be in (0, 1), got {self.lr_decay}")
         if self.patience is not None and self.patience <= 0:

@@ -92,6 +92,7 @@ SPARSE_OPTIMIZERS = {
     "rowwise_adagrad": RowWiseAdagrad,
     "adagrad": torch.optim.Adagrad,
     "sgd": torch.optim.SGD,
+    "adam": torch.optim.Adam,
 }
 """Table optimizers. fbgemm fuses each into the backward pass of sharded tables; data-parallel tables
 run the same optimizer on their (all-reduced, dense) gradients. Row-wise Adagrad keeps one state per
@@ -124,6 +125,7 @@ def make_optimizer(
     learning_rate: float,
     sparse_optimizer: str = "rowwise_adagrad",
     sparse_learning_rate: float = 0.05,
+    sparse_weight_decay: float = 0.0,
 ) -> CombinedOptimizer:
     """The fused table optimizer combined with Adam or Adagrad on the dense layers.
 
@@ -139,7 +141,11 @@ def make_optimizer(
         KeyedOptimizerWrapper(layers, lambda group: dense_class(group, lr=learning_rate)),
     ]
     if tables:
-        optimizers.append(KeyedOptimizerWrapper(tables, lambda group: table_class(group, lr=sparse_learning_rate)))
+        optimizers.append(
+            KeyedOptimizerWrapper(
+                tables, lambda group: table_class(group, lr=sparse_learning_rate, weight_decay=sparse_weight_decay)
+            )
+        )
     return CombinedOptimizer(optimizers)
 
 

@@ -79,6 +79,7 @@ def train(job: Job, listener: Listener | None = None) -> TrainResult:
         config.dense_learning_rate,
         config.sparse_optimizer,
         config.sparse_learning_rate,
+        config.sparse_weight_decay,
     )
     layouts = state_layouts(sharded.plan)
     if config.checkpoint_dir is not None:

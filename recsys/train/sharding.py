@@ -251,8 +251,9 @@ def table_shapes(model: nn.Module) -> dict[str, tuple[int, int]]:
 
 
 def state_bytes(rows: int, columns: int, sparse_optimizer: str) -> int:
-    """Optimizer-state bytes of a shard: one float per row (row-wise Adagrad), per weight (Adagrad), none (SGD)."""
-    per_row = {"rowwise_adagrad": 1, "adagrad": columns, "sgd": 0}[sparse_optimizer]
+    """Optimizer-state bytes of a shard: one float per row (row-wise Adagrad), per weight (Adagrad), two per
+    weight (Adam), none (SGD)."""
+    per_row = {"rowwise_adagrad": 1, "adagrad": columns, "sgd": 0, "adam": 2 * columns}[sparse_optimizer]
     return rows * per_row * FLOAT_BYTES
 
 

@@ -115,3 +115,39 @@ def test_fbgemm_cpu_kernels_ignore_weight_decay_so_recsys_offers_none(optimizer,
     without = one_step(0.0, WeightDecayMode.NONE)
     with_decay = one_step(0.5, getattr(WeightDecayMode, mode))
     torch.testing.assert_close(with_decay, without, atol=0, rtol=0)
+
+
+def test_adam_and_weight_decay_on_tables_need_data_parallel_tables():
+    from recsys.train.config import TrainConfig
+
+    for settings in ({"sparse_optimizer": "adam"}, {"sparse_weight_decay": 0.1}):
+        with pytest.raises(ValueError, match="needs data-parallel tables"):
+            TrainConfig(**settings)
+        TrainConfig(**settings, sharding="data_parallel")
+
+
+@pytest.mark.parametrize("decay", [0.0, 0.1])
+def test_data_parallel_tables_train_with_adam_and_its_weight_decay(make_job, decay):
+    from recsys.train.sharding import ShardingRequest
+
+    ensure_process_group()
+    job = make_job(seed=4)
+    model, _ = build(job)
+    sharded = shard_model(model, 0.01, "adam", ShardingRequest("data_parallel"))
+    optimizer = make_optimizer(sharded, "adam", 1e-3, "adam", 0.01, decay)
+    before = {name: local(value).clone() for name, value in sharded.module.lookup.storage.state_dict().items()}
+    batch = next(iter(BatchLoader(job.cache, "train", 512)))
+    torch.nn.functional.binary_cross_entropy_with_logits(sharded(batch.dense, batch.sparse), batch.labels).backward()
+    optimizer.step()
+    for name, value in sharded.module.lookup.storage.state_dict().items():
+        change = (local(value) - before[name]).abs()
+        moved = change > 0
+        # Adam's first step moves a weight by lr * g / (|g| + eps): the learning rate, less only where |g| ~ eps
+        assert change.max() <= 0.01 * 1.001, name
+        at_learning_rate = ((change[moved] - 0.01).abs() < 1e-4).float().mean()  # float32 steps round at ~1e-5
+        assert at_learning_rate > 0.8, name
+        rows_moved = moved.any(dim=1)
+        if decay:  # the L2 term gives every row a gradient: all rows move, not only the batch's
+            assert rows_moved.all(), name
+        else:
+            assert rows_moved.any() and not rows_moved.all(), name
