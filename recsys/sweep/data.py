@@ -1,7 +1,8 @@
 """The prepared cache an experiment trains on, made once and reused while its settings stay the same.
 
 [data] synthetic_rows = N   ->  synthetic Criteo-like rows, prepared    (<root>/<settings hash>/)
-[data] raw = [files]        ->  those raw files (of `format`), prepared (<root>/<settings hash>/)
+[data] raw = [files]        ->  those raw files (of `format`), prepared (<root>/<settings hash>/);
+                                with test = [files], those as the whole test split
 [data] prepared = "dir"     ->  that cache, as it is
 """
 
@@ -25,6 +26,8 @@ def settings_key(data: DataSpec) -> str:
     """What the cache depends on: the data settings, the raw files' sizes and times, the generator."""
     settings = {**data.identity(), "generator_version": GENERATOR_VERSION}
     settings["raw_files"] = [[str(Path(name).resolve()), *file_stamp(Path(name))] for name in data.raw]
+    if data.test:
+        settings["test_files"] = [[str(Path(name).resolve()), *file_stamp(Path(name))] for name in data.test]
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -44,7 +47,8 @@ def prepared_cache(data: DataSpec, root: Path = DEFAULT_ROOT) -> PreparedCache:
     if (target / "meta.json").exists():
         return PreparedCache.open(target)
     root.mkdir(parents=True, exist_ok=True)
-    options = PrepareOptions(split=tuple(data.split), overwrite=True, format=data.format)
+    test_paths = tuple(Path(name) for name in data.test)
+    options = PrepareOptions(split=tuple(data.split), overwrite=True, format=data.format, test_paths=test_paths)
     if data.raw:
         return prepare([Path(name) for name in data.raw], target, options)
     raw = root / f"{target.name}.synthetic.tsv"

@@ -43,6 +43,8 @@ class DataSpec:
     """The format of the `raw` files: a name in `recsys.data.formats.FORMATS`."""
     prepared: str | None = None
     split: tuple[float, ...] = (0.8, 0.1, 0.1)
+    test: tuple[str, ...] = ()
+    """Raw files read after `raw` as the whole test split (`split` then needs a test part of 0)."""
 
     def __post_init__(self) -> None:
         given = [name for name in ("synthetic_rows", "raw", "prepared") if getattr(self, name)]
@@ -50,14 +52,19 @@ class DataSpec:
             raise ValueError(f"give exactly one of synthetic_rows, raw or prepared; got {', '.join(given) or 'none'}")
         if self.format not in FORMATS:
             raise ValueError(f"unknown format {self.format!r}; known formats: {', '.join(FORMATS)}")
+        if self.test and not self.raw:
+            raise ValueError("test = [...] gives raw test files: it needs raw = [...] too")
         if self.format != "criteo" and not self.raw:
             raise ValueError(f"format = {self.format!r} describes raw files; give them as raw = [...]")
 
     def identity(self) -> dict[str, Any]:
-        """The settings that define the data (Criteo, the first format, is left implicit: older hashes hold)."""
+        """The settings that define the data (Criteo, the first format, and no test files are left implicit:
+        older hashes hold)."""
         settings = json.loads(json.dumps(asdict(self)))
         if settings["format"] == "criteo":
             del settings["format"]
+        if not settings["test"]:
+            del settings["test"]
         return settings
 
 
@@ -98,7 +105,7 @@ def load_experiment(path: str | Path) -> Experiment:
     train = dict(values.get("train", {}))
     from_mapping(TrainConfig, train, f"{path} [train]")  # checked now, used per configuration
     data = dict(values.get("data", {}))
-    for key in ("raw", "prepared"):  # relative to the experiment file, wherever the sweep runs from
+    for key in ("raw", "prepared", "test"):  # relative to the experiment file, wherever the sweep runs from
         if isinstance(data.get(key), list):
             data[key] = [str(path.parent / name) for name in data[key]]
         elif isinstance(data.get(key), str):
