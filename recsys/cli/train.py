@@ -100,8 +100,16 @@ def add_settings(train: argparse.ArgumentParser) -> None:
         train,
         "--lr-decay",
         "lr_decay",
-        "multiply every learning rate by this after an epoch without a better validation AUC, e.g. 0.1 "
-        "(default: constant rates)",
+        "multiply every learning rate by this after an epoch without a better validation AUC (reduce on "
+        "plateau); 1 keeps them constant (default: 0.1 with --patience, as FuxiCTR, else 1)",
+        type=float,
+    )
+    setting(
+        train,
+        "--clip-norm",
+        "clip_norm",
+        "scale the dense gradients (dense layers, data-parallel tables) down to this total L2 norm when "
+        "larger, e.g. 10 (default: no clipping)",
         type=float,
     )
     setting(train, "--batch-size", "batch_size", f"rows per training step {default('batch_size')}", type=int)
@@ -266,6 +274,12 @@ def run_train(arguments: argparse.Namespace) -> None:
     config = train_config(arguments)
     use_threads(arguments.threads, int(os.environ.get("WORLD_SIZE", "1")))
     settings = Overrides.of(arguments.settings)
+    try:
+        settings.check_model(arguments.model)
+    except ValueError as error:
+        from recsys.config import ConfigError
+
+        raise ConfigError(str(error)) from None
     overrides = {
         name: value for name, value in (("bottom_mlp", arguments.bottom_mlp), ("top_mlp", arguments.top_mlp)) if value
     }

@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Literal
 
+PLATEAU_FACTOR = 0.1
+"""The default learning-rate factor on a plateau under early stopping (FuxiCTR's reduce-on-plateau)."""
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -13,8 +16,8 @@ class TrainConfig:
     """Stop after this many epochs without a better validation AUC, and test the best epoch's weights;
     None: train every epoch and test the last."""
     lr_decay: float | None = None
-    """After an epoch without a better validation AUC, multiply every learning rate by this (FuxiCTR's
-    reduce-on-plateau uses 0.1); None: keep them."""
+    """After an epoch without a better validation AUC, multiply every learning rate by this (reduce on
+    plateau); 1: keep them. None: FuxiCTR's 0.1 under `patience`, else 1 (see `plateau_factor`)."""
     batch_size: int = 4096
     eval_batch_size: int = 16384
     dense_optimizer: Literal["adam", "adagrad"] = "adam"
@@ -25,6 +28,9 @@ class TrainConfig:
     sparse_weight_decay: float = 0.0
     """L2 weight decay of the tables (every row, every step: torch's optimizers on dense gradients); only for
     data-parallel tables: fbgemm's CPU kernels ignore weight decay (see the README)."""
+    clip_norm: float | None = None
+    """Scale the gradients the torch optimizers step on (dense layers, data-parallel tables) down to this
+    total L2 norm when larger; None: no clipping. Fused tables update inside backward and are not clipped."""
     seed: int = 0
     checkpoint_dir: str | None = None
     resume: bool = False
@@ -54,8 +60,10 @@ class TrainConfig:
                 f"table {dense_only[0]} needs data-parallel tables (sharding = 'data_parallel'): fbgemm's fused CPU "
                 "kernels have no Adam and ignore weight decay"
             )
-        if self.lr_decay is not None and not 0 < self.lr_decay < 1:
-            raise ValueError(f"lr_decay must be in (0, 1), got {self.lr_decay}")
+        if self.lr_decay is not None and not 0 < self.lr_decay <= 1:
+            raise ValueError(f"lr_decay must be in (0, 1] (1: constant rates), got {self.lr_decay}")
+        if self.clip_norm is not None and not self.clip_norm > 0:
+            raise ValueError(f"clip_norm must be positive, got {self.clip_norm}")
         if self.patience is not None and self.patience <= 0:
             raise ValueError(f"patience must be positive, got {self.patience}")
         if self.rank_memory is not None and self.rank_memory <= 0:
@@ -67,5 +75,14 @@ class TrainConfig:
                 "resume continues the run in the checkpoint directory and overwrite replaces it: choose one"
             )
 
+    @property
+    def plateau_factor(self) -> float:
+        """The learning-rate factor after an epoch without a better validation AUC: `lr_decay` if given,
+        else 0.1 when early stopping is on (FuxiCTR's reduce-on-plateau), else 1 (constant rates)."""
+        if self.lr_decay is not None:
+            return self.lr_decay
+        return PLATEAU_FACTOR if self.patience is not None else 1.0
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The settings, with the plateau factor the run uses in place of an unset `lr_decay`."""
+        return {**asdict(self), "lr_decay": self.plateau_factor}

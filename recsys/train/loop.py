@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.nn.utils import clip_grad_norm_
 from torchrec.optim.keyed import CombinedOptimizer
 from tqdm import tqdm
 
@@ -159,6 +160,7 @@ class Trainer:
 
     def __post_init__(self) -> None:
         self.lookup = lookup_of(self.model)
+        self.clipped = [parameter for parameter in self.model.parameters() if parameter.requires_grad]
         if self.stopping is None:
             self.stopping = EarlyStopping(self.config.patience)
         for group in self.optimizer.param_groups:  # a resumed run continues with its decayed rates
@@ -208,12 +210,13 @@ class Trainer:
         return {**metrics, **test}
 
     def decay_learning_rates(self) -> dict[str, float]:
-        """Multiply every learning rate (tables' fused optimizer included) by `lr_decay`, if set."""
-        if self.config.lr_decay is None:
+        """Multiply every learning rate (tables' fused optimizer included) by the plateau factor."""
+        factor = self.config.plateau_factor
+        if factor == 1.0:
             return {}
         for group in self.optimizer.param_groups:
-            group["lr"] *= self.config.lr_decay
-        self.learning_rate_factor *= self.config.lr_decay
+            group["lr"] *= factor
+        self.learning_rate_factor *= factor
         return {"learning_rate_factor": self.learning_rate_factor}
 
     def best_metrics(self, metrics: dict[str, float]) -> dict[str, float]:
@@ -256,6 +259,8 @@ class Trainer:
         logits = self.model(batch.dense, batch.sparse)
         loss = batch_loss(logits, batch)
         loss.backward()  # the fused optimizer updates the tables here
+        if self.config.clip_norm is not None:
+            clip_grad_norm_(self.clipped, self.config.clip_norm)
         self.optimizer.step()
         self.step += 1
         return loss

@@ -164,6 +164,7 @@ CASES = [
     ([*TRAIN, "--set", "tables.rowz=5"], "unknown key 'rowz'"),
     ([*TRAIN, "--set", "train.epochs=2", "--epochs", "3"], "--epochs and --set train.epochs both given"),
     ([*TRAIN, "--set", "dropout=0.2"], "argument --set"),
+    ([*TRAIN, "--set", "models.dcnv2.cross_layers=2"], "sets the dcnv2 model but --model is"),
     ([*TRAIN, "--checkpoint-dir", "{file}/checkpoints"], "argument --checkpoint-dir: cannot create"),
     ([*TRAIN, "--checkpoint-dir", "{checkpoint}", "--resume", "--top-mlp", "8"], "belongs to another run"),
     ([*TRAIN[:-2], "--tracking-uri", "sqlite:///{file}/mlflow.db"], "cannot use the MLflow tracking store"),

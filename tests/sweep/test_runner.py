@@ -165,7 +165,7 @@ dropout = 0.1
     spec.write_text('strategy = "hashing"\ncompression = 10\n')
     command = ["train", "--data", str(synthetic_cache.path), "--tables", str(spec), "--model", "deepfm"]
     command += ["--seed", "1", "--epochs", "1", "--batch-size", "1024", "--no-progress", "--tracking-uri", store]
-    command += ["--set", "tables.init_std=0.02", "--set", "model.hidden=[16]", "--set", "model.dropout=0.1"]
+    command += ["--set", "tables.init_std=0.02", "--set", "model.hidden=[16]", "--set", "models.deepfm.dropout=0.1"]
     assert main([*command, "--experiment", "by-hand"]) == 0
     capsys.readouterr()
     client = MlflowClient(store)

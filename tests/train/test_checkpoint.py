@@ -39,7 +39,9 @@ def stopped_early(bag_cache, tmp_path_factory):
     root = tmp_path_factory.mktemp("stopped_early")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     tracker = MLflowTracker(uri, "best-epoch")
-    job = bag_job(bag_cache, epochs=12, patience=2, checkpoint_dir=str(root / "checkpoints"), keep="all")
+    job = bag_job(
+        bag_cache, epochs=12, patience=2, lr_decay=1.0, checkpoint_dir=str(root / "checkpoints"), keep="all"
+    )
     result = train(job, tracker)
     best, stopped = int(result.metrics["best_epoch"]), int(result.metrics["stopped_epoch"])
     assert stopped == best + 2 <= 12, "the planted data must overfit, so that the last epoch is not the best"
@@ -63,7 +65,7 @@ def test_export_takes_the_best_epoch_by_directory_and_by_run_id(stopped_early, t
 
 
 def test_only_the_best_and_last_epochs_are_kept_by_default(bag_cache, tmp_path):
-    result = train(bag_job(bag_cache, epochs=12, patience=2, checkpoint_dir=str(tmp_path)))
+    result = train(bag_job(bag_cache, epochs=12, patience=2, lr_decay=1.0, checkpoint_dir=str(tmp_path)))
     best, stopped = int(result.metrics["best_epoch"]), int(result.metrics["stopped_epoch"])
     assert epochs(tmp_path) == [f"epoch-{best:04d}", f"epoch-{stopped:04d}"]
     assert not [path for path in tmp_path.iterdir() if path.name.endswith(".partial")]

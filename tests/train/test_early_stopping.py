@@ -72,7 +72,9 @@ class Rates(Listener):
             self.factors.append(metrics["learning_rate_factor"])
 
 
-def test_learning_rates_decay_after_each_epoch_without_improvement(bag_cache, monkeypatch):
+@pytest.mark.parametrize(("lr_decay", "factor"), [(0.5, 0.5), (None, 0.1)])
+def test_learning_rates_decay_after_each_epoch_without_improvement(bag_cache, monkeypatch, lr_decay, factor):
+    """--lr-decay F multiplies every rate by F on a plateau; under --patience the default is FuxiCTR's 0.1."""
     seen = []
     original = Trainer.decay_learning_rates
 
@@ -84,7 +86,35 @@ def test_learning_rates_decay_after_each_epoch_without_improvement(bag_cache, mo
 
     monkeypatch.setattr(Trainer, "decay_learning_rates", recording)
     rates = Rates()
-    result = train(bag_job(bag_cache, epochs=12, patience=2, lr_decay=0.5), rates)
-    assert rates.factors and rates.factors == [0.5**count for count in range(1, len(rates.factors) + 1)]
-    assert all(ratio == pytest.approx(0.5) for ratios in seen for ratio in ratios) and len(seen[0]) >= 2
-    assert result.metrics["stopped_epoch"] <= 12
+    train(bag_job(bag_cache, epochs=12, patience=2, lr_decay=lr_decay), rates)
+    expected = [factor**count for count in range(1, len(rates.factors) + 1)]
+    assert rates.factors and rates.factors == pytest.approx(expected)
+    assert all(ratio == pytest.approx(factor) for ratios in seen for ratio in ratios) and len(seen[0]) >= 2
+
+
+def test_the_plateau_factor_is_recorded_and_one_keeps_rates_constant():
+    assert TrainConfig(patience=2).to_dict()["lr_decay"] == 0.1
+    assert TrainConfig().to_dict()["lr_decay"] == 1.0  # no early stopping: constant unless asked
+    assert TrainConfig(lr_decay=0.5).to_dict()["lr_decay"] == 0.5
+    assert TrainConfig(patience=2, lr_decay=1.0).plateau_factor == 1.0
+    for wrong in (0.0, 1.5, -0.1):
+        with pytest.raises(ValueError, match="lr_decay"):
+            TrainConfig(lr_decay=wrong)
+
+
+def test_gradients_are_clipped_to_the_norm_before_the_dense_step(bag_cache, monkeypatch):
+    """With clip_norm the dense gradients the optimizer steps on have that total norm (they were larger)."""
+    norms = {}
+    original = Trainer.train_step
+
+    def recording(trainer, batch):
+        loss = original(trainer, batch)
+        grads = [p.grad.flatten() for p in trainer.model.parameters() if p.grad is not None]
+        norms.setdefault(trainer.config.clip_norm, []).append(float(torch.cat(grads).norm()))
+        return loss
+
+    monkeypatch.setattr(Trainer, "train_step", recording)
+    train(bag_job(bag_cache, epochs=1))
+    train(bag_job(bag_cache, epochs=1, clip_norm=0.01))
+    assert min(norms[None]) > 0.01  # unclipped gradients are larger than the bound
+    assert norms[0.01] == pytest.approx([0.01] * len(norms[0.01]), rel=1e-4)
