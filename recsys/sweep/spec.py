@@ -11,6 +11,8 @@ An experiment file (experiments/<name>.toml) names the data, the grid and short 
     [tables]                    spec keys every strategy shares (embedding_dim, init_std)
     [tables.<strategy>]         extra spec keys for a strategy; [tables."<strategy>@<compression>"] for one budget
     [models.<model>]            model config overrides
+    [tune]                      what `recsys tune` searches: model, strategy, compression, trials and
+                                [tune.space] (see recsys/sweep/space.py); a sweep ignores it
 
 Each configuration is identified by a hash of its resolved settings (`Configuration.config_hash`).
 """
@@ -30,7 +32,7 @@ from recsys.tables import STRATEGIES, spec_from_mapping
 from recsys.tables.spec import TableSpec
 from recsys.train.config import TrainConfig
 
-SECTIONS = ("name", "data", "grid", "train", "tables", "models")
+SECTIONS = ("name", "data", "grid", "train", "tables", "models", "tune")
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,8 @@ class Experiment:
     tables: dict[str, Any] = field(default_factory=dict)
     """Spec keys of every strategy (scalars), and per strategy or budget (tables)."""
     models: dict[str, dict[str, Any]] = field(default_factory=dict)
+    tune: dict[str, Any] = field(default_factory=dict)
+    """The [tune] table, read by `recsys tune` (recsys/sweep/tune.py)."""
 
 
 def load_experiment(path: str | Path) -> Experiment:
@@ -119,6 +123,7 @@ def load_experiment(path: str | Path) -> Experiment:
             key: dict(value) if isinstance(value, dict) else value for key, value in values.get("tables", {}).items()
         },
         models={key: dict(value) for key, value in values.get("models", {}).items()},
+        tune=dict(values.get("tune", {})),
     )
 
 
@@ -153,7 +158,18 @@ class Configuration:
         return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def table_spec(experiment: Experiment, strategy: str, compression: float | None) -> TableSpec:
+def table_spec(
+    experiment: Experiment, strategy: str, compression: float | None, extra: dict[str, Any] | None = None
+) -> TableSpec:
+    """The spec of `strategy` at `compression`: shared keys, then the strategy's, the budget's and `extra`."""
+    where = f"experiment {experiment.name!r} tables of {strategy}"
+    return spec_from_mapping(table_keys(experiment, strategy, compression, extra), where=where)
+
+
+def table_keys(
+    experiment: Experiment, strategy: str, compression: float | None, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The table-spec keys the experiment gives one strategy and budget (later ones winning), `extra` last."""
     values: dict[str, Any] = {"strategy": strategy}
     if compression is not None:
         values["compression"] = compression
@@ -161,7 +177,8 @@ def table_spec(experiment: Experiment, strategy: str, compression: float | None)
     values.update(experiment.tables.get(strategy, {}))
     if compression is not None:
         values.update(experiment.tables.get(f"{strategy}@{compression:g}", {}))
-    return spec_from_mapping(values, where=f"experiment {experiment.name!r} tables of {strategy}")
+    values.update(extra or {})
+    return values
 
 
 def configurations(experiment: Experiment) -> list[Configuration]:

@@ -169,6 +169,8 @@ CASES = [
     ([*TRAIN, "--checkpoint-dir", "{checkpoint}", "--resume", "--top-mlp", "8"], "belongs to another run"),
     ([*TRAIN[:-2], "--tracking-uri", "sqlite:///{file}/mlflow.db"], "cannot use the MLflow tracking store"),
     (["sweep", "{root}/missing.toml"], "argument experiment: "),
+    (["tune", "{root}/missing.toml"], "argument experiment: "),
+    (["tune", "{root}/not.toml"], "not.toml: not valid TOML"),
     (["sweep", "{root}/not.toml"], "not.toml: not valid TOML"),
     (["report", "{root}/missing.toml"], "missing.toml: no such file"),
     (["export", "{root}/missing", "-o", "{tmp}/out"], "no such checkpoint directory"),

@@ -39,9 +39,7 @@ def stopped_early(bag_cache, tmp_path_factory):
     root = tmp_path_factory.mktemp("stopped_early")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     tracker = MLflowTracker(uri, "best-epoch")
-    job = bag_job(
-        bag_cache, epochs=12, patience=2, lr_decay=1.0, checkpoint_dir=str(root / "checkpoints"), keep="all"
-    )
+    job = bag_job(bag_cache, epochs=12, patience=2, lr_decay=1.0, checkpoint_dir=str(root / "checkpoints"), keep="all")
     result = train(job, tracker)
     best, stopped = int(result.metrics["best_epoch"]), int(result.metrics["stopped_epoch"])
     assert stopped == best + 2 <= 12, "the planted data must overfit, so that the last epoch is not the best"
