@@ -66,6 +66,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         f"{','.join(map(str, TEST_FILES_SPLIT))})",
     )
     prepare.add_argument(
+        "--shuffle",
+        type=int,
+        metavar="SEED",
+        help="shuffle the inputs' rows with this seed before the split: a random split instead of one by row "
+        "order (rows are held in memory; --test files keep their order). Default: no shuffle",
+    )
+    prepare.add_argument(
         "--skip-bad-rows",
         action="store_true",
         help="skip malformed rows and report them, instead of stopping at the first",
@@ -108,6 +115,7 @@ def run_prepare(arguments: argparse.Namespace) -> None:
         overwrite=arguments.overwrite,
         block_bytes=arguments.block_mb << 20,
         format=arguments.format,
+        shuffle=arguments.shuffle,
     )
     files = [*arguments.inputs, *arguments.test]
     unknown_size = any(path.is_dir() or is_compressed(path) for path in files)

@@ -39,6 +39,9 @@ class PrepareOptions:
     test_paths: tuple[Path, ...] = ()
     """Files read after the inputs as the whole test split (the split then divides the inputs into train and
     validation only: its test part must be 0)."""
+    shuffle: int | None = None
+    """Shuffle the inputs' valid rows with this seed before the split (a random split instead of one by row
+    order); the rows are held in memory in their prepared form. Test files keep their order."""
 
     def __post_init__(self) -> None:
         check_row_split(self.split)
@@ -139,6 +142,8 @@ def prepare(
         started = time.perf_counter()
         tally = BadRowTally(skip=options.skip_bad_rows)
         totals = write_parts(raw_format, groups, partial / PARTS_DIRECTORY, tally, options.block_bytes, on_block)
+        if options.shuffle is not None:
+            shuffle_parts(partial / PARTS_DIRECTORY, totals[0], options.shuffle)
         for group, rows in zip(groups, totals):
             if rows == 0:
                 raise ValueError(f"no valid rows in {', '.join(map(str, group))}")
@@ -160,6 +165,7 @@ def prepare(
             "splits": splits,
             "split_given": list(options.split),
             "split_fractions": [round(count / total, 6) for count in splits.values()],
+            "shuffle_seed": options.shuffle,
             "cardinalities": cardinalities,
             "missing_id": MISSING_ID,
             "dense_transform": "log1p(max(x, 0)), missing -> 0" if schema.dense_features else None,
@@ -178,6 +184,21 @@ def prepare(
 
 def sources_of(paths: Sequence[Path]) -> list[dict]:
     return [{"path": str(path.resolve()), "bytes": path.stat().st_size} for path in paths]
+
+
+def shuffle_parts(directory: Path, rows: int, seed: int) -> None:
+    """Put the first `rows` rows of the parts (the inputs') in a random order fixed by `seed`, rewritten
+    as parts of the same count in place of theirs; later parts (test files) stay as they are."""
+    if rows == 0:
+        return
+    parts = sorted(directory.glob("part-*.parquet"))
+    counts = [pl.scan_parquet(part).select(pl.len()).collect().item() for part in parts]
+    inputs = parts[: next(index for index in range(len(parts) + 1) if sum(counts[:index]) == rows)]
+    shuffled = pl.concat([pl.read_parquet(part) for part in inputs]).sample(fraction=1.0, shuffle=True, seed=seed)
+    begin = 0
+    for part, count in zip(inputs, counts):
+        shuffled.slice(begin, count).write_parquet(part, statistics=False, compression="lz4")
+        begin += count
 
 
 def write_parts(

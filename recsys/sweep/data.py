@@ -48,7 +48,9 @@ def prepared_cache(data: DataSpec, root: Path = DEFAULT_ROOT) -> PreparedCache:
         return PreparedCache.open(target)
     root.mkdir(parents=True, exist_ok=True)
     test_paths = tuple(Path(name) for name in data.test)
-    options = PrepareOptions(split=tuple(data.split), overwrite=True, format=data.format, test_paths=test_paths)
+    options = PrepareOptions(
+        split=tuple(data.split), overwrite=True, format=data.format, test_paths=test_paths, shuffle=data.shuffle
+    )
     if data.raw:
         return prepare([Path(name) for name in data.raw], target, options)
     raw = root / f"{target.name}.synthetic.tsv"

@@ -47,6 +47,8 @@ class DataSpec:
     split: tuple[float, ...] = (0.8, 0.1, 0.1)
     test: tuple[str, ...] = ()
     """Raw files read after `raw` as the whole test split (`split` then needs a test part of 0)."""
+    shuffle: int | None = None
+    """Shuffle the raw rows with this seed before the split (`recsys data prepare --shuffle`)."""
 
     def __post_init__(self) -> None:
         given = [name for name in ("synthetic_rows", "raw", "prepared") if getattr(self, name)]
@@ -60,13 +62,14 @@ class DataSpec:
             raise ValueError(f"format = {self.format!r} describes raw files; give them as raw = [...]")
 
     def identity(self) -> dict[str, Any]:
-        """The settings that define the data (Criteo, the first format, and no test files are left implicit:
-        older hashes hold)."""
+        """The settings that define the data (Criteo, the first format, no test files and no shuffle are left
+        implicit: older hashes hold)."""
         settings = json.loads(json.dumps(asdict(self)))
         if settings["format"] == "criteo":
             del settings["format"]
-        if not settings["test"]:
-            del settings["test"]
+        for name in ("test", "shuffle"):
+            if settings[name] in ((), [], None):
+                del settings[name]
         return settings
 
 

@@ -138,3 +138,27 @@ def test_test_files_are_the_whole_test_split_after_the_inputs(synthetic_file, tm
     with pytest.raises(ValueError, match="no valid rows in .*empty.tsv"):
         (tmp_path / "empty.tsv").write_text("")
         prepare([inputs], tmp_path / "none", PrepareOptions(split=(0.9, 0.1, 0), test_paths=(tmp_path / "empty.tsv",)))
+
+
+def rows_of(cache: PreparedCache, split: str) -> list[tuple]:
+    return cache.scan(split).collect().rows()
+
+
+def test_shuffle_splits_a_random_permutation_of_the_inputs_and_keeps_test_files_in_order(synthetic_file, tmp_path):
+    lines = synthetic_file.read_text().splitlines(keepends=True)
+    inputs, held_out = tmp_path / "days.tsv", tmp_path / "next-day.tsv"
+    inputs.write_text("".join(lines[:1000]))
+    held_out.write_text("".join(lines[1000:1100]))
+    in_order = prepare([inputs], tmp_path / "in-order", PrepareOptions(split=(0.8, 0.2, 0)))
+    options = PrepareOptions(split=(0.8, 0.2, 0), test_paths=(held_out,), shuffle=7)
+    shuffled = prepare([inputs], tmp_path / "shuffled", options)
+    again = prepare([inputs], tmp_path / "again", options)
+    ordered = rows_of(in_order, "train") + rows_of(in_order, "val")
+    mixed = rows_of(shuffled, "train") + rows_of(shuffled, "val")
+    assert sorted(mixed) == sorted(ordered) and mixed != ordered  # the same rows, in another order
+    assert mixed == rows_of(again, "train") + rows_of(again, "val")  # the seed fixes the order
+    labels = [row[0] for row in rows_of(shuffled, "test")]
+    assert labels == [float(line.split("\t")[0]) for line in lines[1000:1100]]
+    assert shuffled.meta["splits"] == {"train": 800, "val": 200, "test": 100} and shuffled.meta["shuffle_seed"] == 7
+    late = sum(1 for row in rows_of(shuffled, "val") if row in set(rows_of(in_order, "val")))
+    assert late < 100  # validation is not the last 20% of the file (about 40 of 200 expected by chance)
