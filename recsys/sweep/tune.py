@@ -5,12 +5,12 @@
         child "trial 0: deepfm/full/seed0", ...   (tags recsys.trial, tune.<setting> per drawn value)
 
 Optuna's TPE sampler (Bergstra et al., NeurIPS 2011) draws each trial's settings from the space
-(recsys/sweep/space.py); the median pruner stops a trial whose validation AUC after an epoch is
-below the median of earlier trials' at that epoch (recorded KILLED, tag recsys.pruned). A trial
-scores its run's validation AUC (the best epoch's under `patience`); its test metrics are recorded
-like any run's but never choose. A trial that fails is recorded (FAILED, tag recsys.error) and the
-search goes on. The best trial is written as a one-cell experiment file, which `recsys sweep` runs
-at every seed of the original grid.
+(recsys/sweep/space.py); the median pruner stops a trial whose validation AUC after an epoch (from
+epoch `prune_after` on, default 3) is below the median of earlier trials' at that epoch (recorded
+KILLED, tag recsys.pruned). A trial scores its run's validation AUC (the best epoch's under
+`patience`); its test metrics are recorded like any run's but never choose. A trial that fails is
+recorded (FAILED, tag recsys.error) and the search goes on. The best trial is written as a one-cell
+experiment file, which `recsys sweep` runs at every seed of the original grid.
 """
 
 from __future__ import annotations
@@ -35,7 +35,10 @@ from recsys.train.loop import train
 
 PARENT_TAG = "recsys.tune_parent"
 ERROR_TAG = "recsys.error"
-TUNE_KEYS = ("model", "strategy", "compression", "trials", "space")
+TUNE_KEYS = ("model", "strategy", "compression", "trials", "prune_after", "space")
+PRUNE_AFTER = 3
+"""The first epoch at which a trial may be pruned: earlier validation AUCs say little of the best epoch's
+(a small learning rate with strong weight decay starts slowly and ends ahead)."""
 
 
 @dataclass(frozen=True)
@@ -153,8 +156,14 @@ class Search:
         run_name = f"trial {trial.number}: {configuration.label}"
         tracker = MLflowTracker(self.uri, self.experiment.name, run_name, parent_run_id=self.parent, extra_tags=tags)
         pruning = Pruning(trial)
-        job = Job(self.cache, configuration.spec, configuration.model, configuration.train_config,
-                  dict(configuration.model_overrides), to_toml(configuration.spec.to_dict()))  # fmt: skip
+        job = Job(
+            cache=self.cache,
+            spec=configuration.spec,
+            model=configuration.model,
+            config=configuration.train_config,
+            model_overrides=dict(configuration.model_overrides),
+            spec_text=to_toml(configuration.spec.to_dict()),
+        )
         started = time.perf_counter()
         try:
             result = train(job, Broadcast([tracker, pruning]))
@@ -214,7 +223,9 @@ def run_tune(
     study = optuna.create_study(
         direction="maximize",
         sampler=optuna.samplers.TPESampler(seed=sampler_seed),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1),
+        pruner=optuna.pruners.MedianPruner(
+            n_startup_trials=5, n_warmup_steps=int(experiment.tune.get("prune_after", PRUNE_AFTER))
+        ),
     )
     failed = True
     try:
@@ -256,7 +267,7 @@ def tuned_experiment(
             key: value
             for key, value in table_keys(experiment, target.strategy, target.compression, values.tables).items()
             if key not in ("strategy", "compression")
-        },  # fmt: skip
+        },
         f"models.{target.model}": {**experiment.models.get(target.model, {}), **values.model},
     }
     header = (

@@ -86,7 +86,8 @@ class PruneEverything(optuna.pruners.BasePruner):
 
 def test_pruned_trials_stop_after_their_first_epoch_and_are_recorded(synthetic_cache, tmp_path, monkeypatch):
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setattr(optuna.pruners, "MedianPruner", lambda **_: PruneEverything())
+    settings = {}
+    monkeypatch.setattr(optuna.pruners, "MedianPruner", lambda **given: settings.update(given) or PruneEverything())
     path = experiment_file(tmp_path, synthetic_cache.path, epochs=3)
     with pytest.raises(ValueError, match="no trial of 2 finished"):
         run_tune(path, tracking_uri=store, cache_root=tmp_path / "cache")
@@ -97,6 +98,7 @@ def test_pruned_trials_stop_after_their_first_epoch_and_are_recorded(synthetic_c
     assert all(run.data.tags["recsys.pruned"] == "1" for run in trials)
     assert all(len(client.get_metric_history(run.info.run_id, "val/auc")) == 1 for run in trials)
     assert not (tmp_path / "small_tuned.toml").exists()
+    assert settings["n_warmup_steps"] == 3  # the median pruner waits for the third epoch by default
 
 
 @pytest.mark.parametrize(
