@@ -53,6 +53,17 @@ def split_argument(text: str) -> tuple[float, float, float]:
     return parts  # type: ignore[return-value]
 
 
+def non_negative_int(text: str) -> int:
+    """An integer of at least 0 below 2**64 (seeds)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 0 <= value < 2**64:
+        raise argparse.ArgumentTypeError(f"must be from 0 to 2**64 - 1, got {value}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """An integer of at least 1 (rows, megabytes, threads)."""
     try:

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from recsys.cli.arguments import output_directory, output_file, positive_int, readable, split_argument
+from recsys.cli.arguments import (
+    non_negative_int,
+    output_directory,
+    output_file,
+    positive_int,
+    readable,
+    split_argument,
+)
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -67,7 +74,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     )
     prepare.add_argument(
         "--shuffle",
-        type=int,
+        type=non_negative_int,
         metavar="SEED",
         help="shuffle the inputs' rows with this seed before the split: a random split instead of one by row "
         "order (rows are held in memory; --test files keep their order). Default: no shuffle",

@@ -22,7 +22,7 @@ def parsed_setting(text: str) -> tuple[str, str, Any]:
     """(section, key, value) of one `--set SECTION.KEY=VALUE`."""
     name, equals, raw = text.partition("=")
     section, dot, key = name.strip().partition(".")
-    if section == "models" and key.count(".") == 1:  # models.deepfm.dropout, as in an experiment file
+    if section == "models" and key.count(".") == 1 and not key.startswith("."):  # models.deepfm.dropout
         model, _, key = key.partition(".")
         section = f"model:{model.strip()}"
     if not equals or not dot or not key or section.partition(":")[0] not in SECTIONS:

@@ -52,7 +52,8 @@ def add_tune(commands: argparse._SubParsersAction) -> None:
         help="search one cell's settings with Optuna (validation AUC), each trial an MLflow child run",
         description="Search the settings of one cell of an experiment file (a model, a strategy and a budget, "
         "at the grid's first seed) with Optuna's TPE sampler, pruning trials whose validation AUC after an "
-        "epoch falls below the median of earlier trials. The space is the file's [tune.space] (e.g. "
+        "epoch (from [tune] prune_after, default 3, once 5 trials have finished) falls below the median of "
+        "earlier trials'. The space is the file's [tune.space] (e.g. "
         '"train.sparse_learning_rate" = { low = 0.01, high = 0.5, log = true }, "train.batch_size" = [1024, '
         "4096]; names as in --set of recsys train), by default the learning rates, init_std and dropout. The "
         "best trial is written as a one-cell experiment file for `recsys sweep` (all the grid's seeds).",

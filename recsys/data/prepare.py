@@ -51,6 +51,8 @@ class PrepareOptions:
                 "give e.g. --split 0.9,0.1,0"
             )
         dataset_format(self.format)
+        if self.shuffle is not None and not 0 <= self.shuffle < 2**64:
+            raise ValueError(f"the shuffle seed must be a whole number from 0 to 2**64 - 1, got {self.shuffle}")
         if self.block_bytes < 1 << 20:
             raise ValueError(f"blocks must be at least 1 MB, got {self.block_bytes:,} bytes")
 

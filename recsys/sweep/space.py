@@ -46,18 +46,29 @@ class Dimension:
         if self.choices:
             labels = [label_of(choice) for choice in self.choices]
             return self.choices[labels.index(trial.suggest_categorical(self.name, labels))]
-        if isinstance(self.low, int) and isinstance(self.high, int):
+        if self.is_integer:
             return trial.suggest_int(self.name, self.low, self.high, log=self.log)
         return trial.suggest_float(self.name, float(self.low), float(self.high), log=self.log)
 
+    @property
+    def is_integer(self) -> bool:
+        return isinstance(self.low, int) and isinstance(self.high, int)
+
     def first(self) -> Any:
         """A value from the space, to check the setting's key and type before any trial runs."""
-        return self.choices[0] if self.choices else self.low
+        return self.extremes()[0]
+
+    def extremes(self) -> list[Any]:
+        """Every choice, or both bounds (as floats for a float range: what its draws are)."""
+        if self.choices:
+            return list(self.choices)
+        return [self.low, self.high] if self.is_integer else [float(self.low), float(self.high)]
 
 
 def label_of(choice: Any) -> bool | int | float | str:
-    """A choice as Optuna stores categories: scalars as they are, lists and tables as JSON text."""
-    return choice if isinstance(choice, (bool, int, float, str)) else json.dumps(choice)
+    """A choice as Optuna stores categories: scalars as they are, lists and tables as JSON text (dates as
+    their TOML text)."""
+    return choice if isinstance(choice, (bool, int, float, str)) else json.dumps(choice, default=str)
 
 
 @dataclass(frozen=True)
@@ -83,7 +94,12 @@ def parse_space(space: dict[str, Any], model: str, where: str) -> list[Dimension
     """The dimensions of a `[tune.space]` table, for `model`; every error names the setting."""
     if not space:
         return default_space(model)
-    return [parse_dimension(name, spec, model, f"{where} [tune.space] {name!r}") for name, spec in space.items()]
+    dimensions = [parse_dimension(name, spec, model, f"{where} [tune.space] {name!r}") for name, spec in space.items()]
+    names = [dimension.name for dimension in dimensions]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise ConfigError(f"{where} [tune.space]: {twice[0]} is given twice (model.KEY and models.{model}.KEY)")
+    return dimensions
 
 
 def parse_dimension(name: str, spec: Any, model: str, where: str) -> Dimension:
@@ -99,6 +115,9 @@ def parse_dimension(name: str, spec: Any, model: str, where: str) -> Dimension:
     if isinstance(spec, list):
         if not spec:
             raise ConfigError(f"{where}: give at least one choice")
+        labels = [label_of(choice) for choice in spec]
+        if any(labels.count(label) > 1 for label in labels):  # 1, 1.0 and true are one category to Optuna
+            raise ConfigError(f"{where}: choices must differ (1, 1.0 and true count as one)")
         return Dimension(name, choices=tuple(spec))
     if not isinstance(spec, dict) or set(spec) - {"low", "high", "log"} or not {"low", "high"} <= set(spec):
         raise ConfigError(f"{where}: give a list of choices or {{ low = ..., high = ..., log = true|false }}")

@@ -30,7 +30,7 @@ from recsys.data.formats import FORMATS
 from recsys.models import MODELS
 from recsys.tables import STRATEGIES, spec_from_mapping
 from recsys.tables.spec import TableSpec
-from recsys.train.config import TrainConfig
+from recsys.train.config import PLATEAU_FACTOR, TrainConfig
 
 SECTIONS = ("name", "data", "grid", "train", "tables", "models", "tune")
 
@@ -58,6 +58,8 @@ class DataSpec:
             raise ValueError(f"unknown format {self.format!r}; known formats: {', '.join(FORMATS)}")
         if self.test and not self.raw:
             raise ValueError("test = [...] gives raw test files: it needs raw = [...] too")
+        if self.shuffle is not None and not 0 <= self.shuffle < 2**64:
+            raise ValueError(f"shuffle: the seed must be a whole number from 0 to 2**64 - 1, got {self.shuffle}")
         if self.format != "criteo" and not self.raw:
             raise ValueError(f"format = {self.format!r} describes raw files; give them as raw = [...]")
 
@@ -152,11 +154,14 @@ class Configuration:
         return f"{self.model}/{self.spec.strategy}{budget}/seed{self.seed}"
 
     def config_hash(self, data: DataSpec) -> str:
+        train = {**self.train, "seed": self.seed}
+        if train.get("patience") is not None and "lr_decay" not in train:
+            train["lr_decay"] = PLATEAU_FACTOR  # the cut --patience came to imply: older runs trained without it
         settings = {
             "data": data.identity(),
             "model": [self.model, self.model_overrides],
             "tables": self.spec.to_dict(),
-            "train": {**self.train, "seed": self.seed},
+            "train": train,
         }
         return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 

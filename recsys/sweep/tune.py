@@ -26,6 +26,7 @@ from tqdm import tqdm
 from recsys.config import ConfigError, from_mapping, to_toml, toml_value
 from recsys.models import MODELS
 from recsys.sweep.data import DEFAULT_ROOT, prepared_cache
+from recsys.sweep.runner import own_checkpoints
 from recsys.sweep.space import Dimension, Values, parse_space, values_of
 from recsys.sweep.spec import Configuration, DataSpec, Experiment, load_experiment, table_keys, table_spec
 from recsys.tracking import MLflowTracker, connect, resolve_tracking_uri
@@ -96,7 +97,11 @@ def target_of(experiment: Experiment, model: str | None, strategy: str | None, c
     if strategy == "full":
         compression = None
     else:
-        compression = compression or experiment.tune.get("compression") or experiment.grid.compressions[0]
+        compression = (
+            compression or experiment.tune.get("compression") or next(iter(experiment.grid.compressions), None)
+        )
+        if not isinstance(compression, (int, float)) or isinstance(compression, bool) or compression <= 0:
+            raise ConfigError(f"[tune] compression: give the budget of {strategy} as a positive number")
     return Target(model, strategy, compression, experiment.grid.seeds[0])
 
 
@@ -110,10 +115,16 @@ def configuration_of(experiment: Experiment, target: Target, values: Values) -> 
 
 
 def check_space(experiment: Experiment, target: Target, dimensions: list[Dimension]) -> None:
-    """Build the configuration at each dimension's first value: an unknown key or a wrong type fails now."""
-    configuration = configuration_of(experiment, target, values_of(dimensions, [item.first() for item in dimensions]))
-    configuration.train_config  # noqa: B018 (checks the [train] keys)
-    from_mapping(MODELS[target.model].config_type, configuration.model_overrides, f"[tune.space] model {target.model}")
+    """Build the configuration at every value a dimension can take to its ends (each choice, both bounds;
+    the others at their first): an unknown key or a wrong type fails now, not in some trial."""
+    first = [dimension.first() for dimension in dimensions]
+    for index, dimension in enumerate(dimensions):
+        for value in dimension.extremes():
+            drawn = [*first[:index], value, *first[index + 1 :]]
+            configuration = configuration_of(experiment, target, values_of(dimensions, drawn))
+            configuration.train_config  # noqa: B018 (checks the [train] keys)
+            model_config = MODELS[target.model].config_type
+            from_mapping(model_config, configuration.model_overrides, f"[tune.space] model {target.model}")
 
 
 class Pruning(Listener):
@@ -151,35 +162,49 @@ class Search:
         import optuna
 
         values = values_of(self.dimensions, [dimension.draw(trial) for dimension in self.dimensions])
-        configuration = configuration_of(self.experiment, self.target, values)
         tags = {"recsys.trial": str(trial.number), **{f"tune.{k}": str(v) for k, v in values.flat().items()}}
-        run_name = f"trial {trial.number}: {configuration.label}"
+        run_name = f"trial {trial.number}: {self.target.label}/seed{self.target.seed}"
         tracker = MLflowTracker(self.uri, self.experiment.name, run_name, parent_run_id=self.parent, extra_tags=tags)
         pruning = Pruning(trial)
-        job = Job(
-            cache=self.cache,
-            spec=configuration.spec,
-            model=configuration.model,
-            config=configuration.train_config,
-            model_overrides=dict(configuration.model_overrides),
-            spec_text=to_toml(configuration.spec.to_dict()),
-        )
         started = time.perf_counter()
         try:
-            result = train(job, Broadcast([tracker, pruning]))
+            result = train(self.job(trial.number, values), Broadcast([tracker, pruning]))
         except optuna.TrialPruned:
             tracker.client.set_terminated(tracker.run_id, status="KILLED")
             tracker.client.set_tag(tracker.run_id, "recsys.pruned", str(pruning.pruned_at))
             self.record(trial.number, values, None, f"pruned at epoch {pruning.pruned_at}", started)
             raise
         except Exception as error:  # recorded; Optuna marks the trial failed and the search goes on
-            if tracker.run_id is not None:
-                tracker.client.set_tag(tracker.run_id, ERROR_TAG, f"{type(error).__name__}: {error}"[:4000])
-            self.record(trial.number, values, None, f"failed ({type(error).__name__}: {error})"[:300], started)
+            message = f"{type(error).__name__}: {error}"
+            self.record_failure(tracker, tags, message)
+            self.record(trial.number, values, None, f"failed ({message})"[:300], started)
             raise
         auc = result.metrics["val/auc"]
         self.record(trial.number, values, auc, "finished", started)
         return auc
+
+    def job(self, number: int, values: Values) -> Job:
+        """The trial's job; with checkpoints, in `<checkpoint_dir>/tune-<trial>/` (no two trials share one)."""
+        configuration = configuration_of(self.experiment, self.target, values)
+        return Job(
+            cache=self.cache,
+            spec=configuration.spec,
+            model=configuration.model,
+            config=own_checkpoints(configuration.train_config, f"tune-{number}"),
+            model_overrides=dict(configuration.model_overrides),
+            spec_text=to_toml(configuration.spec.to_dict()),
+        )
+
+    def record_failure(self, tracker: MLflowTracker, tags: dict[str, str], message: str) -> None:
+        """Tag the trial's run with its error; a trial that failed before its run began gets a run too."""
+        client = tracker.client
+        if tracker.run_id is None:
+            run_tags = {**tags, "mlflow.parentRunId": self.parent, "model": self.target.model}
+            tracker.run_id = client.create_run(
+                tracker.experiment_id, run_name=tracker.run_name, tags=run_tags
+            ).info.run_id
+            client.set_terminated(tracker.run_id, status="FAILED")
+        client.set_tag(tracker.run_id, ERROR_TAG, message[:4000])
 
     def record(self, number: int, values: Values, auc: float | None, state: str, started: float) -> None:
         found = TrialResult(number, values.flat(), auc, state, time.perf_counter() - started)
@@ -206,9 +231,13 @@ def run_tune(
     path = Path(path)
     experiment = load_experiment(path)
     target = target_of(experiment, model, strategy, compression)
-    dimensions = parse_space(dict(experiment.tune.get("space", {})), target.model, str(path))
+    trials = trials or setting_of(experiment, "trials", 20, minimum=1)
+    prune_after = setting_of(experiment, "prune_after", PRUNE_AFTER, minimum=0)
+    space = experiment.tune.get("space", {})
+    if not isinstance(space, dict):
+        raise ConfigError(f"{path} [tune] space: give a table of settings, e.g. [tune.space]")
+    dimensions = parse_space(dict(space), target.model, str(path))
     check_space(experiment, target, dimensions)
-    trials = trials or int(experiment.tune.get("trials", 20))
     output = output or path.with_name(f"{path.stem}_tuned.toml")
     if output.exists():
         raise ConfigError(f"{output} exists; give another --output or remove it (tune does not overwrite)")
@@ -217,33 +246,43 @@ def run_tune(
     cache = prepared_cache(experiment.data, cache_root)
     tags = {PARENT_TAG: "true", "model": target.model, "strategy": target.strategy}
     parent = client.create_run(experiment_id, run_name=f"{experiment.name} tune {target.label}", tags=tags).info.run_id
-    client.log_text(parent, path.read_text(), f"experiment/{path.name}")
     search = Search(experiment, target, dimensions, cache, uri, parent, TuneOutcome(parent))
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # failed trials print our one line, not a traceback
     study = optuna.create_study(
         direction="maximize",
         sampler=optuna.samplers.TPESampler(seed=sampler_seed),
-        pruner=optuna.pruners.MedianPruner(
-            n_startup_trials=5, n_warmup_steps=int(experiment.tune.get("prune_after", PRUNE_AFTER))
-        ),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=prune_after),
     )
-    failed = True
+    status = "FAILED"
     try:
+        client.log_text(parent, path.read_text(), f"experiment/{path.name}")
         with tqdm(total=trials, unit="trial", desc=f"tune {experiment.name} {target.label}") as bar:
             study.optimize(search.objective, n_trials=trials, catch=(Exception,), callbacks=[lambda *_: bar.update(1)])
-        failed = search.outcome.best is None
+        best = search.outcome.best
+        if best is None:
+            raise ValueError(
+                f"no trial of {trials} finished (see the failed and pruned runs under MLflow run {parent})"
+            )
+        text = tuned_experiment(
+            experiment, target, dimensions_values(best, dimensions), output, best, len(study.trials)
+        )
+        client.log_text(parent, text, f"tuned/{output.name}")  # kept in MLflow even if the file cannot be written
+        client.log_metric(parent, "best/val_auc", best.validation_auc)
+        client.set_tag(parent, "recsys.best_trial", str(best.number))
+        write_new(output, text)
+        status = "FINISHED"
     finally:
-        client.set_terminated(parent, status="FAILED" if failed else "FINISHED")
-    best = search.outcome.best
-    if best is None:
-        raise ValueError(f"no trial of {trials} finished (see the failed and pruned runs under MLflow run {parent})")
-    text = tuned_experiment(experiment, target, dimensions_values(best, dimensions), output, best, len(study.trials))
-    write_new(output, text)
-    client.log_text(parent, text, f"tuned/{output.name}")
-    client.log_metric(parent, "best/val_auc", best.validation_auc)
-    client.set_tag(parent, "recsys.best_trial", str(best.number))
+        client.set_terminated(parent, status=status)
     search.outcome.output = output
     return search.outcome
+
+
+def setting_of(experiment: Experiment, key: str, default: int, minimum: int) -> int:
+    """An integer of [tune], checked."""
+    value = experiment.tune.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"[tune] {key}: expected a whole number of at least {minimum}, got {value!r}")
+    return value
 
 
 def dimensions_values(best: TrialResult, dimensions: list[Dimension]) -> Values:
@@ -263,7 +302,7 @@ def tuned_experiment(
             "seeds": list(experiment.grid.seeds),
         },
         "train": {**experiment.train, **values.train},
-        "tables": {
+        f"tables.{target.strategy}": {  # every key under the strategy's table: a table-valued key stays one
             key: value
             for key, value in table_keys(experiment, target.strategy, target.compression, values.tables).items()
             if key not in ("strategy", "compression")
@@ -302,5 +341,10 @@ def write_new(path: Path, text: str) -> None:
     temporary.write_text(text)
     try:
         os.link(temporary, path)  # fails if `path` exists: nothing is overwritten
+    except OSError as error:
+        if isinstance(error, FileExistsError):
+            raise FileExistsError(f"{path} appeared while tuning; the best configuration is in MLflow") from None
+        with path.open("x") as file:  # no hard links on this filesystem: still never over a file
+            file.write(text)
     finally:
         temporary.unlink()

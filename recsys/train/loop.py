@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.nn.utils import clip_grad_norm_
 from torchrec.optim.keyed import CombinedOptimizer
+from torchrec.optim.optimizers import in_backward_optimizer_filter
 from tqdm import tqdm
 
 from recsys.data.loader import Batch, BatchLoader
@@ -160,7 +161,8 @@ class Trainer:
 
     def __post_init__(self) -> None:
         self.lookup = lookup_of(self.model)
-        self.clipped = [parameter for parameter in self.model.parameters() if parameter.requires_grad]
+        self.clipped = [parameter for _, parameter in in_backward_optimizer_filter(self.model.named_parameters())]
+        """What the torch optimizers step on (dense layers, data-parallel tables): what `clip_norm` clips."""
         if self.stopping is None:
             self.stopping = EarlyStopping(self.config.patience)
         for group in self.optimizer.param_groups:  # a resumed run continues with its decayed rates

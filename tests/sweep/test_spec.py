@@ -58,6 +58,21 @@ def test_config_hash_names_the_resolved_configuration(tmp_path):
     assert not set(hashes) & {item.config_hash(changed.data) for item in configurations(changed)}
 
 
+def test_runs_from_before_the_plateau_cut_became_the_default_are_not_taken_as_finished(tmp_path):
+    """Under patience an unset lr_decay now means /10 on a plateau: such a cell hashes as lr_decay = 0.1
+    does, not as the constant rates it meant before (which keep their old hash, with lr_decay = 1.0 or
+    without patience)."""
+
+    def first_hash(train: str) -> str:
+        experiment = load_experiment(write(tmp_path, GRID.replace("epochs = 2", train)))
+        return configurations(experiment)[0].config_hash(experiment.data)
+
+    implied = first_hash("epochs = 2\npatience = 2")
+    assert implied == first_hash("epochs = 2\npatience = 2\nlr_decay = 0.1")
+    assert implied != first_hash("epochs = 2\npatience = 2\nlr_decay = 1.0")
+    assert first_hash("epochs = 2") != first_hash("epochs = 2\nlr_decay = 1.0")  # no patience: unchanged meaning
+
+
 @pytest.mark.parametrize(
     "change, message",
     [
@@ -66,6 +81,7 @@ def test_config_hash_names_the_resolved_configuration(tmp_path):
         (('models = ["dlrm", "fm"]', 'models = ["dlrm", "xgboost"]'), "unknown model xgboost"),
         (("synthetic_rows = 1000", 'synthetic_rows = 1000\nprepared = "cache"'), "exactly one of"),
         (("rows_factor = 0.35", "rows_factor = 0.35\ncolour = 1"), "mixed_dim.*unknown key 'colour'"),
+        (("synthetic_rows = 1000", "synthetic_rows = 1000\nshuffle = -1"), "shuffle: the seed must be"),
     ],
 )
 def test_mistakes_name_the_file_and_key(tmp_path, change, message):

@@ -35,12 +35,13 @@ strategies = ["full"]
 seeds = [3, 4]
 [train]
 epochs = {epochs}
+checkpoint_dir = "{tmp_path / "checkpoints"}"
 [tables]
 embedding_dim = 8
 [models.deepfm]
 dropout = 0.1
 [tune]
-trials = 2
+{"" if space.startswith("trials") else "trials = 2"}
 {space}"""
     )
     return path
@@ -60,6 +61,7 @@ def test_trials_are_child_runs_and_the_best_is_written_as_a_cell_the_sweep_repro
         )
         assert run.data.params["train.seed"] == "3" and run.data.params["model.dropout"] == "0.1"
         assert run.data.params["model.hidden"] in ("[8]", "[16, 8]", "(8,)", "(16, 8)")
+    assert sorted(path.name for path in (tmp_path / "checkpoints").iterdir()) == ["tune-0", "tune-1", "tune-2"]
     best = max(children, key=lambda run: run.data.metrics["val/auc"])
     assert outcome.best.number == int(best.data.tags["recsys.trial"])
     assert outcome.best.validation_auc == best.data.metrics["val/auc"]
@@ -110,6 +112,8 @@ def test_pruned_trials_stop_after_their_first_epoch_and_are_recorded(synthetic_c
         ({"train.sparse_learning_rate": {"low": 0, "high": 0.1, "log": True}}, "low > 0 with log"),
         ({"train.sparse_learning_rate": {"low": 0.1, "high": 0.5, "step": 2}}, "give a list of choices"),
         ({"train.batch_size": []}, "at least one choice"),
+        ({"train.seed": [1, 1.0]}, "choices must differ"),
+        ({"model.dropout": [0.1], "models.deepfm.dropout": [0.2]}, "model.dropout is given twice"),
     ],
 )
 def test_a_malformed_space_is_refused_naming_the_setting(space, message):
@@ -123,11 +127,18 @@ def test_a_malformed_space_is_refused_naming_the_setting(space, message):
         ('"train.learning_rate" = [0.1]', "unknown key 'learning_rate'"),
         ('"model.dropout" = ["high"]', "dropout"),
         ('"tables.rowz" = [5]', "unknown key 'rowz'"),
+        ('"train.batch_size" = [1024, "big"]', "batch_size"),  # the second choice, not only the first
+        ('"train.epochs" = { low = 1, high = 2.5 }', "epochs"),  # a float range draws floats
+        ('"train.lr_decay" = { low = 0.5, high = 1.5 }', "lr_decay"),  # the upper bound is checked too
+        ("trials = 0", "[tune] trials: expected a whole number of at least 1"),
+        ("prune_after = -1", "[tune] prune_after"),
+        ("space = 5", "give a table of settings"),
     ],
 )
 def test_a_setting_the_experiment_cannot_take_fails_before_any_trial(synthetic_cache, tmp_path, capsys, space, message):
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    path = experiment_file(tmp_path, synthetic_cache.path, space=f"[tune.space]\n{space}\n")
+    text = space if not space.startswith('"') else f"[tune.space]\n{space}\n"
+    path = experiment_file(tmp_path, synthetic_cache.path, space=text)
     code = main(["tune", str(path), "--tracking-uri", store, "--cache-dir", str(tmp_path / "cache")])
     error = capsys.readouterr().err
     lines = [line for line in error.splitlines() if not line.startswith("warning: the machine is busy")]
