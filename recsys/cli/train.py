@@ -269,7 +269,7 @@ def without_nproc(argv: list[str]) -> list[str]:
 
 def run_train(arguments: argparse.Namespace) -> None:
     from recsys.cli.workflow import train_and_track
-    from recsys.train.distributed import close_process_group, is_main_process
+    from recsys.train.distributed import exit_distributed_process, is_main_process
 
     config = train_config(arguments)
     use_threads(arguments.threads, int(os.environ.get("WORLD_SIZE", "1")))
@@ -296,8 +296,6 @@ def run_train(arguments: argparse.Namespace) -> None:
         experiment=arguments.experiment,
         run_name=arguments.run_name,
     )
-    if "WORLD_SIZE" in os.environ:  # under torchrun: leave the group before exit (see close_process_group)
-        close_process_group()
     if is_main_process():
         for name, value in result.metrics.items():
             print(f"{name:>30}: {value:.6g}")
@@ -306,3 +304,5 @@ def run_train(arguments: argparse.Namespace) -> None:
         print(f"{'size':>30}: {result.shipped_memory.summary()}")
         if run_id:
             print(f"MLflow run {run_id}")
+    if "WORLD_SIZE" in os.environ:  # skip the interpreter teardown in which gloo's threads can abort
+        exit_distributed_process()

@@ -57,6 +57,22 @@ def close_process_group() -> None:
         dist.destroy_process_group()
 
 
+def exit_distributed_process() -> None:
+    """End a torchrun worker whose work is done and written: leave the group, flush, exit at once.
+
+    Even after the group is destroyed, gloo's worker threads can still hold tensors whose release
+    during interpreter finalisation aborts the process (SIGABRT, "terminate called without an active
+    exception", pytorch/pytorch#179291), which torchrun reports as a failed run. `os._exit` skips that
+    teardown; call it only once results, files and MLflow runs are closed.
+    """
+    import sys
+
+    close_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
 def is_main_process() -> bool:
     """Rank 0 (the one that talks to MLflow and prints), also before the process group exists."""
     return rank_and_world_size()[0] == 0

@@ -19,7 +19,7 @@ from recsys.data.cache import PreparedCache  # noqa: E402
 from recsys.data.loader import BatchLoader  # noqa: E402
 from recsys.tables import spec_from_mapping  # noqa: E402
 from recsys.train.config import TrainConfig  # noqa: E402
-from recsys.train.distributed import close_process_group, is_main_process, rank_and_world_size  # noqa: E402
+from recsys.train.distributed import exit_distributed_process, is_main_process, rank_and_world_size  # noqa: E402
 from recsys.train.evaluation import predict  # noqa: E402
 from recsys.train.job import Job  # noqa: E402
 from recsys.train.loop import train  # noqa: E402
@@ -61,7 +61,7 @@ def main() -> None:
     results = {name: run_job(cache, settings) for name, settings in request["jobs"].items()}
     if is_main_process():
         Path(request["output"]).write_text(json.dumps(results))
-    close_process_group()
+    exit_distributed_process()
 
 
 if __name__ == "__main__":
