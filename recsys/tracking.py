@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from recsys.config import flatten
+from recsys.data.cache import PreparedCache
+from recsys.tracked_dataset import dataset_inputs
 from recsys.train.events import Listener, RunStart
 
 if TYPE_CHECKING:
@@ -27,6 +29,10 @@ DEFAULT_EXPERIMENT = "recsys"
 FLUSH_EVERY = 100
 WRITE_CHECK_TAG = "recsys.store_writable"
 """Set on the experiment when the store is checked: proof that it takes writes."""
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
+"""The tag (and value) MLflow's UI sets when a user picks "Machine learning": without it, MLflow 3
+opens an experiment in GenAI mode (traces, tokens) instead of its runs table."""
 RUN_TOKEN_TAG = "recsys.run_token"
 """The training's token, also in each of its checkpoints (`progress.json` "run")."""
 MAX_PARAM_LENGTH = 6000
@@ -85,8 +91,14 @@ def connect(tracking_uri: str, experiment: str) -> tuple[MlflowClient, str]:
             found = client.get_experiment_by_name(experiment)
             if found is not None:
                 experiment_id = found.experiment_id
+                if EXPERIMENT_KIND_TAG not in found.tags:  # made before recsys marked its experiments
+                    client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
             else:
-                experiment_id = client.create_experiment(experiment, artifact_location=artifact_location(tracking_uri))
+                experiment_id = client.create_experiment(
+                    experiment,
+                    artifact_location=artifact_location(tracking_uri),
+                    tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND},
+                )
             client.set_experiment_tag(experiment_id, WRITE_CHECK_TAG, "ok")
             return client, experiment_id
     except Exception as error:  # MLflow raises many kinds (connection, SQL, REST); all mean the same here
@@ -119,7 +131,8 @@ class MLflowTracker(Listener):
     def on_start(self, start: RunStart) -> None:
         from mlflow.entities import Param
 
-        tags = {**start.tags, **self.extra_tags, RUN_TOKEN_TAG: start.run_token}
+        compression = {"compression": f"{start.memory['compression']:.3g}"} if "compression" in start.memory else {}
+        tags = {**start.tags, **compression, **self.extra_tags, RUN_TOKEN_TAG: start.run_token}
         if self.parent_run_id is not None:
             tags["mlflow.parentRunId"] = self.parent_run_id
         self.run_id = self.client.create_run(self.experiment_id, run_name=self.run_name, tags=tags).info.run_id
@@ -129,6 +142,9 @@ class MLflowTracker(Listener):
         memory = {f"table/{name}": value for name, value in start.memory.items()}
         memory["table/param_bytes"] = memory.pop("table/parameter_bytes")
         self.on_metrics(memory, step=0)
+        if start.data_path:
+            datasets = dataset_inputs(PreparedCache.open(start.data_path))
+            self.attempt(lambda: self.client.log_inputs(self.run_id, datasets=datasets))
         if start.spec_text:
             self.client.log_text(self.run_id, start.spec_text, "tables.toml")
         if start.plan:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 
@@ -28,7 +29,7 @@ def write_spec(tmp_path, text: str):
     return path
 
 
-def test_run_is_recorded_and_readable(synthetic_cache, tmp_path):
+def test_run_is_recorded_and_readable(synthetic_cache, synthetic_file, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     spec_text = 'strategy = "hashing"\nembedding_dim = 16\ncompression = 10\n'
     config = TrainConfig(batch_size=512, progress=False, log_every=5)
@@ -56,6 +57,27 @@ def test_run_is_recorded_and_readable(synthetic_cache, tmp_path):
     assert run.data.tags["strategy"] == "hashing"
     assert run.data.tags["model"] == "dlrm"
     assert run.data.tags["dataset"] == "criteo"
+    assert (run.data.tags["budget"], run.data.tags["seed"], run.data.tags["embedding_dim"]) == ("10x", "0", "16")
+    achieved = run.data.metrics["table/full_bytes"] / run.data.metrics["table/total_bytes"]
+    assert float(run.data.tags["compression"]) == pytest.approx(achieved, rel=5e-3) and 9 < achieved < 11
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI opens its runs table
+    inputs = {
+        tag.value: entry.dataset
+        for entry in run.inputs.dataset_inputs
+        for tag in entry.tags
+        if tag.key == "mlflow.data.context"
+    }
+    assert sorted(inputs) == ["test", "training", "validation"]
+    assert {dataset.name for dataset in inputs.values()} == {"criteo"}
+    assert len({dataset.digest for dataset in inputs.values()}) == 3
+    profiles = {context: json.loads(dataset.profile) for context, dataset in inputs.items()}
+    rows_in_file = synthetic_file.read_bytes().count(b"\n")
+    assert sum(profile["rows"] for profile in profiles.values()) == rows_in_file  # no bad rows in it
+    assert profiles["training"]["rows"] == profiles["test"]["rows_per_split"]["train"] > rows_in_file * 0.7
+    assert profiles["training"]["sources"] == [str(synthetic_file.resolve())]
+    columns = {column["name"]: column["type"] for column in json.loads(inputs["test"].schema)["mlflow_colspec"]}
+    assert columns["label"] == "float" and columns["I1"] == "float" and columns["C1"] == "long"
     losses = client.get_metric_history(run_id, "train/loss")
     steps = [metric.step for metric in losses]
     assert steps == sorted(steps) and len(steps) >= 12 and steps[0] == 5
@@ -140,3 +162,16 @@ def test_a_store_that_answers_reads_but_takes_no_writes_stops_before_training(tm
             connect(uri, "readonly")
     finally:
         subprocess.run(["chattr", "-i", str(database)], check=True)
+
+
+def test_experiments_made_before_the_kind_tag_are_marked_and_a_users_choice_is_kept(tmp_path):
+    from recsys.tracking import connect
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    older = client.create_experiment("older")  # as MLflow makes one: no kind
+    chosen = client.create_experiment("chosen", tags={"mlflow.experimentKind": "genai_development"})
+    connect(uri, "older")
+    connect(uri, "chosen")
+    assert client.get_experiment(older).tags["mlflow.experimentKind"] == "custom_model_development"
+    assert client.get_experiment(chosen).tags["mlflow.experimentKind"] == "genai_development"

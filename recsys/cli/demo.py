@@ -1,33 +1,32 @@
-"""`recsys demo`: synthetic data -> prepare -> DLRM with full and hashing tables -> memory vs AUC.
+"""`recsys demo`: a small sweep of DLRM with full and hashing tables on synthetic data, and its report.
 
-Re-running reuses the synthetic file and the cache when their settings have not changed.
+The demo writes its experiment file (`<workdir>/demo.toml`: 1M synthetic rows, DLRM, `full` and
+`hashing` at 10x and 100x, seed 0) and runs it as `recsys sweep` and `recsys report` would: the
+runs land in MLflow under one parent run carrying the Pareto plot and the results table. Running
+it again reuses the prepared data and skips the configurations that finished.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from recsys.cli.arguments import config_default, given_settings, output_directory
 
-if TYPE_CHECKING:
-    from recsys.data.cache import PreparedCache
-
-TABLES_DIRECTORY = Path(__file__).resolve().parents[2] / "tables"
-DEMO_TABLES = ("full.toml", "hashing-10x.toml", "hashing-100x.toml")
 EXPERIMENT = "recsys-demo"
+STRATEGIES = ("full", "hashing")
+COMPRESSIONS = (10, 100)
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
     demo = commands.add_parser(
         "demo",
-        help="synthetic data -> prepare -> train full and hashing -> memory-vs-AUC table",
-        description="The end-to-end demo: writes synthetic Criteo-format data, prepares it, trains DLRM "
-        "with the full table and hashing at 10x and 100x compression, tracks the runs in MLflow and "
-        "prints memory against AUC.",
+        help="synthetic data -> prepare -> sweep full and hashing -> Pareto report in MLflow",
+        description="The end-to-end demo: a small sweep (experiment file written to WORKDIR/demo.toml) "
+        "of DLRM with the full table and hashing at 10x and 100x less memory on synthetic Criteo-format "
+        "data, tracked in MLflow, then its report: memory against AUC as a table, a Pareto plot and the "
+        "same on the sweep's parent run in MLflow.",
     )
     workdir, rows, scale = (config_default(DemoOptions, name) for name in ("workdir", "rows", "cardinality_scale"))
     demo.add_argument("--workdir", type=output_directory, default=workdir, help=f"where data goes (default {workdir})")
@@ -52,68 +51,51 @@ class DemoOptions:
     tracking_uri: str | None = None
 
 
-def prepared_data(options: DemoOptions) -> PreparedCache:
-    """The demo's cache, made again only when the synthetic settings changed."""
-    from tqdm import tqdm
+def experiment_text(options: DemoOptions) -> str:
+    """The demo's experiment file: what `recsys sweep` would run for it."""
+    quoted = ", ".join(f'"{name}"' for name in STRATEGIES)
+    return f"""# Written by `recsys demo`; run it again with `recsys sweep` and `recsys report` (name {EXPERIMENT}).
+name = "{EXPERIMENT}"
 
-    from recsys.data.cache import PreparedCache
-    from recsys.data.prepare import PrepareOptions, prepare
-    from recsys.data.synth import GENERATOR_VERSION, SynthConfig, write_synthetic
+[data]
+synthetic_rows = {options.rows}
+cardinality_scale = {options.cardinality_scale}
+data_seed = {options.seed}
+
+[grid]
+models = ["dlrm"]
+strategies = [{quoted}]
+compressions = [{", ".join(str(value) for value in COMPRESSIONS)}]
+seeds = [{options.seed}]
+
+[tables]
+embedding_dim = 16
+"""
+
+
+def run(options: DemoOptions) -> list:
+    """Sweep, report and print; the report's rows (one per strategy and budget)."""
+    from recsys.sweep.data import settings_key
+    from recsys.sweep.report import run_report, sweep_rows, write_atomically
+    from recsys.sweep.runner import run_sweep
+    from recsys.sweep.spec import load_experiment
+    from recsys.tracking import resolve_tracking_uri
 
     options.workdir.mkdir(parents=True, exist_ok=True)
-    config = SynthConfig(rows=options.rows, cardinality_scale=options.cardinality_scale, seed=options.seed)
-    raw, cache_path, stamp = (options.workdir / name for name in ("synthetic.tsv", "cache", "settings.json"))
-    settings = json.dumps({**asdict(config), "generator_version": GENERATOR_VERSION}, sort_keys=True)
-    if stamp.exists() and stamp.read_text() == settings and (cache_path / "meta.json").exists():
-        print(f"reusing {cache_path} (same synthetic settings)")
-        return PreparedCache.open(cache_path)
-    stamp.unlink(missing_ok=True)
-    with tqdm(total=config.rows, unit="rows", unit_scale=True, desc="1/3 synth") as bar:
-        write_synthetic(config, raw, on_rows=bar.update)
-    with tqdm(total=config.rows, unit="rows", unit_scale=True, desc="2/3 prepare") as bar:
-        cache = prepare([raw], cache_path, PrepareOptions(overwrite=True), on_block=lambda rows, _: bar.update(rows))
-    raw.unlink()
-    stamp.write_text(settings)
-    return cache
-
-
-def run(options: DemoOptions) -> list[dict]:
-    from recsys.cli.workflow import train_and_track
-    from recsys.tracking import resolve_tracking_uri
-    from recsys.train.config import TrainConfig
-
-    cache = prepared_data(options)
+    path = options.workdir / "demo.toml"
+    write_atomically(path, experiment_text(options))
+    cache_root = options.workdir / "caches"
+    if (cache_root / settings_key(load_experiment(path).data) / "meta.json").exists():
+        print(f"reusing the prepared data in {cache_root} (same synthetic settings)")
     tracking_uri = resolve_tracking_uri(options.tracking_uri)
-    rows = []
-    for index, table_file in enumerate(DEMO_TABLES):
-        spec_path = TABLES_DIRECTORY / table_file
-        print(f"3/3 train DLRM with {spec_path.name} ({index + 1}/{len(DEMO_TABLES)})")
-        result, run_id = train_and_track(
-            data=cache.path,
-            tables=spec_path,
-            model="dlrm",
-            config=TrainConfig(seed=options.seed),
-            tracking_uri=tracking_uri,
-            experiment=EXPERIMENT,
-            run_name=spec_path.stem,
-        )
-        rows.append({"tables": spec_path.stem, "run_id": run_id, **result.metrics, **result.memory.to_dict()})
+    outcome = run_sweep(path, tracking_uri, cache_root)
+    if outcome.failed:
+        print(f"failed: {', '.join(outcome.failed)} (see the runs' recsys.error tags)")
+    directory = run_report(EXPERIMENT, tracking_uri, options.workdir / "results")
     print()
-    print(format_table(rows))
-    print()
-    print(f"The runs are in MLflow experiment {EXPERIMENT!r}. Open the UI with:")
+    print((directory / "results.md").read_text())
+    print(f"Plot: {directory / 'pareto_dlrm.png'}. The runs are in MLflow experiment {EXPERIMENT!r}; open the UI with")
     print(f"  .venv/bin/mlflow ui --backend-store-uri {tracking_uri} --port 5000")
-    print("then browse http://127.0.0.1:5000")
-    return rows
-
-
-def format_table(rows: list[dict]) -> str:
-    """Memory against AUC, one line per table spec."""
-    header = f"{'tables':<16}{'total MB':>10}{'vs full':>9}{'test AUC':>10}{'logloss':>9}{'samples/s':>11}"
-    lines = [header, "-" * len(header)]
-    for row in rows:
-        lines.append(
-            f"{row['tables']:<16}{row['total_bytes'] / 1e6:>10.2f}{row['compression']:>8.1f}x"
-            f"{row['test/auc']:>10.4f}{row['test/logloss']:>9.4f}{row['train/samples_per_s']:>11,.0f}"
-        )
-    return "\n".join(lines)
+    print(f"then browse http://127.0.0.1:5000 and pick {EXPERIMENT!r}: the parent run {EXPERIMENT!r} holds the")
+    print("Pareto plot and the table under Artifacts > report; expand it (+) to see one row per configuration.")
+    return sweep_rows(EXPERIMENT, tracking_uri)

@@ -1,12 +1,16 @@
 """`recsys sweep`: every configuration of an experiment as an MLflow child run of one parent run.
 
     experiment "criteo_synthetic"
-      parent run "criteo_synthetic"  (tag recsys.sweep_parent; the experiment file as an artifact)
-        child "dlrm/full/seed0", "dlrm/qr-10x/seed0", ...   (tags model, strategy, compression, seed,
+      parent run "criteo_synthetic"  (tag recsys.sweep_parent; the experiment file as an artifact;
+                                      the data as dataset inputs; summary metrics sweep/*)
+        child "dlrm/full/seed0", "dlrm/qr-10x/seed0", ...   (tags model, strategy, budget, compression,
+                                                             seed, embedding_dim, dataset,
                                                              recsys.config_hash)
 
 Running the sweep again reuses the parent, marks KILLED the children an interrupted run left
-RUNNING, and skips every configuration whose hash has a FINISHED child. With `checkpoint_dir` in
+RUNNING, and skips every configuration whose hash has a FINISHED child. When a configuration
+finishes, its earlier killed or failed attempts are tagged `recsys.superseded_by` and their names
+get " (superseded)". With `checkpoint_dir` in
 [train], each configuration checkpoints under `<checkpoint_dir>/<configuration hash>/`, so no two
 share a directory and an export of a child run takes that run's own weights. A configuration that fails
 is recorded (status FAILED, tag `recsys.error`) and the sweep goes on; the next run tries it again.
@@ -25,6 +29,7 @@ from recsys.config import to_toml
 from recsys.sweep.data import DEFAULT_ROOT, prepared_cache
 from recsys.sweep.spec import Configuration, Experiment, configurations, load_experiment
 from recsys.sweep.summary import ConfigurationResult
+from recsys.tracked_dataset import dataset_inputs
 from recsys.tracking import MLflowTracker, connect, resolve_tracking_uri
 from recsys.train.config import TrainConfig
 from recsys.train.job import Job
@@ -33,6 +38,9 @@ from recsys.train.loop import train
 PARENT_TAG = "recsys.sweep_parent"
 HASH_TAG = "recsys.config_hash"
 ERROR_TAG = "recsys.error"
+SUPERSEDED_TAG = "recsys.superseded_by"
+NEAR_BEST_AUC = 0.001
+"""Runs within this much test AUC of a sweep's best count as equally good for its smallest-bytes summary."""
 
 
 @dataclass
@@ -53,6 +61,8 @@ def run_sweep(path: str | Path, tracking_uri: str | None = None, cache_root: Pat
     client, experiment_id = connect(uri, experiment.name)
     cache = prepared_cache(experiment.data, cache_root)
     parent = parent_run(client, experiment_id, experiment, Path(path))
+    client.set_tag(parent, "dataset", cache.name)
+    client.log_inputs(parent, datasets=dataset_inputs(cache))
     close_interrupted(client, experiment_id, parent)
     finished = finished_hashes(client, experiment_id, parent)
     outcome = SweepOutcome(parent)
@@ -67,6 +77,7 @@ def run_sweep(path: str | Path, tracking_uri: str | None = None, cache_root: Pat
             bar.update(1)
             bar.set_postfix_str(status(outcome))
     client.set_tag(parent, "recsys.failed_configurations", str(len(outcome.failed)))
+    summarize_parent(client, experiment_id, parent)
     client.set_terminated(parent, status="FINISHED" if not outcome.failed else "FAILED")
     return outcome
 
@@ -86,12 +97,7 @@ def run_one(
     outcome: SweepOutcome,
 ) -> None:
     """Train and track one configuration; a failure is recorded in MLflow and in `outcome`, not raised."""
-    tags = {
-        HASH_TAG: key,
-        "seed": str(configuration.seed),
-        "compression": "" if configuration.compression is None else f"{configuration.compression:g}",
-        "configuration": configuration.label,
-    }
+    tags = {HASH_TAG: key, "configuration": configuration.label}
     tracker = MLflowTracker(uri, experiment.name, configuration.label, parent_run_id=parent, extra_tags=tags)
     try:
         job = Job(
@@ -110,6 +116,7 @@ def run_one(
         return
     outcome.done.append(configuration.label)
     outcome.results.append(ConfigurationResult.of(configuration, result))
+    supersede_attempts(tracker.client, tracker.experiment_id, parent, key, tracker.run_id)
     tqdm.write(outcome.results[-1].line())
 
 
@@ -129,7 +136,10 @@ def record_failure(tracker: MLflowTracker, configuration: Configuration, tags: d
             **tags,
             "mlflow.parentRunId": tracker.parent_run_id,
             "strategy": configuration.spec.strategy,
+            "budget": configuration.spec.budget_label(),
             "model": configuration.model,
+            "seed": str(configuration.seed),
+            "embedding_dim": str(configuration.spec.embedding_dim),
         }
         tracker.run_id = client.create_run(tracker.experiment_id, run_name=tracker.run_name, tags=run_tags).info.run_id
         client.set_terminated(tracker.run_id, status="FAILED")
@@ -148,6 +158,47 @@ def parent_run(client, experiment_id: str, experiment: Experiment, path: Path) -
     run_id = client.create_run(experiment_id, run_name=experiment.name, tags={PARENT_TAG: "true"}).info.run_id
     client.log_text(run_id, path.read_text(), f"experiment/{path.name}")
     return run_id
+
+
+def supersede_attempts(client, experiment_id: str, parent: str, key: str, run_id: str) -> None:
+    """Mark the killed and failed earlier attempts of a configuration that has now finished: a tag naming
+    the run that replaces them, and "(superseded)" after their names, so the runs table tells them apart."""
+    earlier = [
+        run
+        for status in ("KILLED", "FAILED")
+        for run in child_runs(client, experiment_id, parent, status)
+        if run.data.tags.get(HASH_TAG) == key and SUPERSEDED_TAG not in run.data.tags
+    ]
+    for run in earlier:
+        client.set_tag(run.info.run_id, SUPERSEDED_TAG, run_id)
+        client.update_run(run.info.run_id, name=f"{run.info.run_name} (superseded)")
+    if earlier:
+        client.set_tag(run_id, "recsys.supersedes", ",".join(run.info.run_id for run in earlier))
+
+
+def summarize_parent(client, experiment_id: str, parent: str) -> None:
+    """Summary metrics on the parent run, so its collapsed row in the runs table says something."""
+    finished = child_runs(client, experiment_id, parent, "FINISHED")
+    for name, value in parent_summary([run.data.metrics for run in finished]).items():
+        client.log_metric(parent, name, value)
+
+
+def parent_summary(children: list[dict[str, float]], tolerance: float = NEAR_BEST_AUC) -> dict[str, float]:
+    """The best test AUC of the children, and the smallest tables within `tolerance` of it (with that
+    run's AUC and compression); nothing where no child has a test AUC and a size."""
+    scored = [metrics for metrics in children if "test/auc" in metrics and "table/total_bytes" in metrics]
+    if not scored:
+        return {"sweep/finished_runs": float(len(children))}
+    best = max(metrics["test/auc"] for metrics in scored)
+    near = [metrics for metrics in scored if metrics["test/auc"] >= best - tolerance]
+    smallest = min(near, key=lambda metrics: metrics["table/total_bytes"])
+    return {
+        "sweep/finished_runs": float(len(children)),
+        "sweep/best_test_auc": best,
+        "sweep/smallest_bytes_near_best": smallest["table/total_bytes"],
+        "sweep/smallest_near_best_test_auc": smallest["test/auc"],
+        "sweep/smallest_near_best_compression": smallest.get("table/compression", float("nan")),
+    }
 
 
 def close_interrupted(client, experiment_id: str, parent: str) -> None:

@@ -79,6 +79,11 @@ class MixedDimSpec(TableSpec):
         if self.rows_factor <= 0 or (self.index == "vocabulary" and self.rows_factor != 1.0):
             raise ValueError(f"rows_factor must be positive, and 1 with index = 'vocabulary'; got {self.rows_factor}")
 
+    def budget_label(self) -> str:
+        if self.compression is not None:
+            return f"{self.compression:g}x"
+        return f"{self.bytes} bytes" if self.bytes is not None else f"base_dim {self.base_dim}"
+
 
 def effective_rows(statistics: FeatureStatistics, feature: str, by: str) -> float:
     """n_f of the power rule: the vocabulary size, or the perplexity of the id frequencies."""

@@ -58,6 +58,10 @@ class TableSpec:
     def to_dict(self) -> dict:
         return {key: value for key, value in asdict(self).items() if value is not None and value != {}}
 
+    def budget_label(self) -> str:
+        """The budget as runs are compared by it: "full" for a spec without one."""
+        return "full"
+
 
 @dataclass(frozen=True)
 class BudgetSpec(TableSpec):
@@ -78,3 +82,9 @@ class BudgetSpec(TableSpec):
             raise ValueError(f"compression must be at least 1, got {self.compression}")
         if self.bytes is not None and self.bytes <= 0:
             raise ValueError(f"bytes must be positive, got {self.bytes}")
+
+    def budget_label(self) -> str:
+        """`10x` for a compression, else the rows or bytes given (`4096 rows`, `100000 bytes`)."""
+        if self.compression is not None:
+            return f"{self.compression:g}x"
+        return f"{self.rows} rows" if self.rows is not None else f"{self.bytes} bytes"

@@ -14,6 +14,8 @@ class RunStart:
     memory: dict[str, float]
     spec_text: str
     plan: str = ""
+    data_path: str = ""
+    """The prepared cache the run trains on (trackers record it as the run's dataset)."""
     run_token: str = ""
     """Names this training in its checkpoints (kept across resume), so a tracked run's export can tell
     its own checkpoints from those another run later wrote into the same directory."""

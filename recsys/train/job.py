@@ -65,7 +65,15 @@ class Job:
         return json.loads(json.dumps(params))  # as a checkpoint stores it: tuples become lists
 
     def tags(self) -> dict[str, str]:
-        return {"strategy": self.spec.strategy, "model": self.model, "dataset": self.cache.name}
+        """The axes runs are compared along, as MLflow tags (the tracker adds the achieved compression)."""
+        return {
+            "strategy": self.spec.strategy,
+            "budget": self.spec.budget_label(),
+            "model": self.model,
+            "dataset": self.cache.name,
+            "seed": str(self.config.seed),
+            "embedding_dim": str(self.spec.embedding_dim),
+        }
 
 
 def build(job: Job, statistics: FeatureStatistics | None = None) -> tuple[nn.Module, MemoryReport]:

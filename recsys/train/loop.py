@@ -91,7 +91,15 @@ def train(job: Job, listener: Listener | None = None) -> TrainResult:
     failed = True
     try:
         plan = describe_plan(sharded.plan, shapes, world_size, config.sparse_optimizer)
-        start = RunStart(job.params(), job.tags(), memory.to_dict(), job.spec_text, plan=plan, run_token=run_token)
+        start = RunStart(
+            job.params(),
+            job.tags(),
+            memory.to_dict(),
+            job.spec_text,
+            plan=plan,
+            data_path=str(job.cache.path),
+            run_token=run_token,
+        )
         listener.on_start(start)
         per_rank = rank_bytes(sharded.plan, shapes, world_size, config.sparse_optimizer)
         listener.on_metrics({f"sharding/rank_{rank}_bytes": total for rank, total in enumerate(per_rank)}, 0)

@@ -4,6 +4,8 @@ what failed, and the report's tables and plots."""
 from __future__ import annotations
 
 import csv
+import json
+from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
@@ -81,6 +83,9 @@ def test_sweep_records_every_configuration_and_skips_finished_ones(synthetic_cac
     assert (directory / "pareto_dlrm.png").stat().st_size > 10_000 and (directory / "results.md").exists()
     artifacts = {item.path for item in client.list_artifacts(first.parent_run_id, "report")}
     assert {"report/results.csv", "report/results.md", "report/pareto_dlrm.png", "report/pareto_lr.png"} <= artifacts
+    logged = client.download_artifacts(first.parent_run_id, "report/results_table.json", str(tmp_path))
+    table = json.loads(Path(logged).read_text())
+    assert table["columns"][:3] == ["model", "strategy", "budget"] and len(table["data"]) == len(rows)
 
 
 def test_each_configuration_checkpoints_in_a_directory_of_its_own(synthetic_cache, tmp_path):
@@ -174,3 +179,56 @@ dropout = 0.1
     by_hand = client.search_runs([client.get_experiment_by_name("by-hand").experiment_id])[0]
     for name in ("val/auc", "test/auc", "test/logloss", "table/total_bytes"):
         assert by_hand.data.metrics[name] == cell.data.metrics[name], name
+
+
+def test_a_rerun_supersedes_a_killed_attempt_visibly(synthetic_cache, tmp_path):
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    path = tmp_path / "rerun.toml"
+    path.write_text(
+        f"""
+name = "rerun"
+[data]
+prepared = "{synthetic_cache.path}"
+[grid]
+models = ["lr"]
+strategies = ["full"]
+seeds = [0]
+[train]
+batch_size = 4096
+"""
+    )
+    first = run_sweep(path, store, tmp_path / "cache")
+    client = MlflowClient(store)
+    experiment = client.get_experiment_by_name("rerun").experiment_id
+    (attempt,) = client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{first.parent_run_id}'")
+    client.set_terminated(attempt.info.run_id, status="KILLED")  # as if the sweep had been stopped in it
+    run_sweep(path, store, tmp_path / "cache")
+    children = client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{first.parent_run_id}'")
+    rerun = next(run for run in children if run.info.run_id != attempt.info.run_id)
+    killed = client.get_run(attempt.info.run_id)
+    assert killed.info.run_name == "lr/full/seed0 (superseded)" and rerun.info.run_name == "lr/full/seed0"
+    assert killed.data.tags["recsys.superseded_by"] == rerun.info.run_id
+    assert rerun.data.tags["recsys.supersedes"] == attempt.info.run_id and rerun.info.status == "FINISHED"
+    assert (rerun.data.tags["strategy"], rerun.data.tags["budget"], rerun.data.tags["model"]) == ("full", "full", "lr")
+    parent = client.get_run(first.parent_run_id)
+    assert parent.data.tags["dataset"] == "criteo" and len(parent.inputs.dataset_inputs) == 3
+    assert parent.data.metrics["sweep/best_test_auc"] == rerun.data.metrics["test/auc"]
+
+
+def test_the_parent_summary_is_the_best_auc_and_the_smallest_run_near_it():
+    from recsys.sweep.runner import parent_summary
+
+    children = [
+        {"test/auc": 0.800, "table/total_bytes": 1000.0, "table/compression": 1.0},
+        {"test/auc": 0.7995, "table/total_bytes": 100.0, "table/compression": 10.0},  # within 0.001: smaller
+        {"test/auc": 0.7985, "table/total_bytes": 10.0, "table/compression": 100.0},  # 0.0015 below: too far
+        {"val/auc": 0.9},  # failed before testing: not counted among the scored
+    ]
+    assert parent_summary(children) == {
+        "sweep/finished_runs": 4.0,
+        "sweep/best_test_auc": 0.800,
+        "sweep/smallest_bytes_near_best": 100.0,
+        "sweep/smallest_near_best_test_auc": 0.7995,
+        "sweep/smallest_near_best_compression": 10.0,
+    }
+    assert parent_summary([]) == {"sweep/finished_runs": 0.0}
