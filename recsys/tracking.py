@@ -9,6 +9,7 @@ stop it: the tracker warns, keeps the points it could not send and sends them wi
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -33,6 +34,21 @@ EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 MODEL_TRAINING_KIND = "custom_model_development"
 """The tag (and value) MLflow's UI sets when a user picks "Machine learning": without it, MLflow 3
 opens an experiment in GenAI mode (traces, tokens) instead of its runs table."""
+VIEW_KEY = "recsys-memory-against-auc"
+"""A saved view of the runs table (MLflow's "Views" menu, or `?viewStateShareKey=` in a link)."""
+VIEW_COLUMNS = (
+    "attributes.`Dataset`",
+    "attributes.`Models`",
+    "tags.`model`",
+    "tags.`strategy`",
+    "tags.`budget`",
+    "tags.`compression`",
+    "tags.`seed`",
+    "metrics.`test/auc`",
+    "metrics.`table/total_bytes`",
+    "metrics.`val/auc`",
+    "metrics.`train/samples_per_s`",
+)
 RUN_TOKEN_TAG = "recsys.run_token"
 """The training's token, also in each of its checkpoints (`progress.json` "run")."""
 MAX_PARAM_LENGTH = 6000
@@ -91,21 +107,67 @@ def connect(tracking_uri: str, experiment: str) -> tuple[MlflowClient, str]:
             found = client.get_experiment_by_name(experiment)
             if found is not None:
                 experiment_id = found.experiment_id
-                if EXPERIMENT_KIND_TAG not in found.tags:  # made before recsys marked its experiments
-                    client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
             else:
-                experiment_id = client.create_experiment(
-                    experiment,
-                    artifact_location=artifact_location(tracking_uri),
-                    tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND},
-                )
+                experiment_id = client.create_experiment(experiment, artifact_location=artifact_location(tracking_uri))
             client.set_experiment_tag(experiment_id, WRITE_CHECK_TAG, "ok")
+            tags = found.tags if found is not None else {}
+            for key, value in ui_tags().items():
+                if key not in tags:  # a user's own choice of kind or edit of the view stays
+                    client.set_experiment_tag(experiment_id, key, value)
             return client, experiment_id
     except Exception as error:  # MLflow raises many kinds (connection, SQL, REST); all mean the same here
         raise TrackingUnavailable(
             f"cannot use the MLflow tracking store {tracking_uri}: {type(error).__name__}: {str(error)[:300]}. "
             "Start the server or fix --tracking-uri / MLFLOW_TRACKING_URI, or pass --no-tracking."
         ) from error
+
+
+def ui_tags() -> dict[str, str]:
+    """Experiment tags for MLflow's UI: the model-training kind, and the saved view that shows each run's
+    strategy, budget, compression, bytes and test AUC, best first. Sorting by a metric also lays a
+    sweep's child runs out flat (MLflow nests them under their parent only in date order)."""
+    state = {
+        "searchFilter": "",
+        "orderByKey": "metrics.`test/auc`",
+        "orderByAsc": False,
+        "startTime": "ALL",
+        "lifecycleFilter": "Active",
+        "datasetsFilter": [],
+        "modelVersionFilter": "All Runs",
+        "selectedColumns": list(VIEW_COLUMNS),
+    }
+    view = {"name": "memory against AUC (recsys)", "createdAt": 0, "updatedAt": 0, "state": json.dumps(state)}
+    return {EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND, f"mlflow.sharedViewState.{VIEW_KEY}": json.dumps(view)}
+
+
+def comparison_link(experiment_id: str, server: str = "http://127.0.0.1:5000") -> str:
+    """The runs table of an experiment in the comparison view, in model-training mode.
+
+    MLflow 3.17's UI takes its mode from its GenAI / Model training switch (kept in the browser,
+    GenAI by default) or from `workflowType` in the address, not from the experiment's kind tag: a
+    link must say it.
+    """
+    return f"{server}/#/experiments/{experiment_id}/runs?workflowType=machine_learning&viewStateShareKey={VIEW_KEY}"
+
+
+def artifact_link(experiment_id: str, run_id: str, path: str, server: str = "http://127.0.0.1:5000") -> str:
+    """One artifact of a run in MLflow's artifact view, in model-training mode."""
+    return f"{server}/#/experiments/{experiment_id}/runs/{run_id}/artifacts/{path}?workflowType=machine_learning"
+
+
+def ui_lines(tracking_uri: str, experiment_id: str, parent_run_id: str | None = None) -> list[str]:
+    """How to see an experiment in MLflow's UI: the command that serves a local store, the comparison
+    link and, for a sweep with a report, its Pareto plot on the parent run."""
+    lines = []
+    server = tracking_uri.rstrip("/") if tracking_uri.startswith(("http://", "https://")) else None
+    if server is None:
+        mlflow = Path(sys.executable).with_name("mlflow")
+        lines.append(f"open MLflow's UI with: {mlflow} ui --backend-store-uri {tracking_uri} --port 5000")
+        server = "http://127.0.0.1:5000"
+    lines.append(f"runs side by side, best test AUC first: {comparison_link(experiment_id, server)}")
+    if parent_run_id is not None:
+        lines.append(f"Pareto plot on the parent run: {artifact_link(experiment_id, parent_run_id, 'report', server)}")
+    return lines
 
 
 class MLflowTracker(Listener):

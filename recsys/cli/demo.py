@@ -9,6 +9,7 @@ it again reuses the prepared data and skips the configurations that finished.
 from __future__ import annotations
 
 import argparse
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,6 +69,9 @@ strategies = [{quoted}]
 compressions = [{", ".join(str(value) for value in COMPRESSIONS)}]
 seeds = [{options.seed}]
 
+[train]
+checkpoint_dir = {json.dumps(str((options.workdir / "checkpoints").resolve()))}
+
 [tables]
 embedding_dim = 16
 """
@@ -79,7 +83,7 @@ def run(options: DemoOptions) -> list:
     from recsys.sweep.report import run_report, sweep_rows, write_atomically
     from recsys.sweep.runner import run_sweep
     from recsys.sweep.spec import load_experiment
-    from recsys.tracking import resolve_tracking_uri
+    from recsys.tracking import resolve_tracking_uri, ui_lines
 
     options.workdir.mkdir(parents=True, exist_ok=True)
     path = options.workdir / "demo.toml"
@@ -94,8 +98,8 @@ def run(options: DemoOptions) -> list:
     directory = run_report(EXPERIMENT, tracking_uri, options.workdir / "results")
     print()
     print((directory / "results.md").read_text())
-    print(f"Plot: {directory / 'pareto_dlrm.png'}. The runs are in MLflow experiment {EXPERIMENT!r}; open the UI with")
-    print(f"  .venv/bin/mlflow ui --backend-store-uri {tracking_uri} --port 5000")
-    print(f"then browse http://127.0.0.1:5000 and pick {EXPERIMENT!r}: the parent run {EXPERIMENT!r} holds the")
-    print("Pareto plot and the table under Artifacts > report; expand it (+) to see one row per configuration.")
+    print(f"Plot: {directory / 'pareto_dlrm.png'}. In MLflow (experiment {EXPERIMENT!r}):")
+    for line in ui_lines(tracking_uri, outcome.experiment_id, outcome.parent_run_id):
+        print(f"  {line}")
+    print("Export the model a run measured (for `recsys serve`) with: recsys export RUN_ID -o model/")
     return sweep_rows(EXPERIMENT, tracking_uri)

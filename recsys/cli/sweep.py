@@ -106,6 +106,7 @@ def run_tune_command(arguments: argparse.Namespace) -> None:
 def run_sweep_command(arguments: argparse.Namespace) -> None:
     from recsys.sweep.runner import run_sweep
     from recsys.sweep.summary import results_table
+    from recsys.tracking import resolve_tracking_uri, ui_lines
 
     use_threads(arguments.threads)
     outcome = run_sweep(arguments.experiment, arguments.tracking_uri, arguments.cache_dir)
@@ -115,11 +116,14 @@ def run_sweep_command(arguments: argparse.Namespace) -> None:
     for label, message in outcome.failed.items():
         print(f"  failed {label}: {message.splitlines()[-1]}")
     print(f"parent run {outcome.parent_run_id}; next: recsys report {arguments.experiment}")
+    for line in ui_lines(resolve_tracking_uri(arguments.tracking_uri), outcome.experiment_id):
+        print(line)
 
 
 def run_report_command(arguments: argparse.Namespace) -> None:
-    from recsys.sweep.report import run_report
+    from recsys.sweep.report import run_report, sweep_parent
     from recsys.sweep.spec import load_experiment
+    from recsys.tracking import connect, resolve_tracking_uri, ui_lines
 
     name = arguments.experiment
     if name.endswith(".toml"):
@@ -127,3 +131,7 @@ def run_report_command(arguments: argparse.Namespace) -> None:
     directory = run_report(name, arguments.tracking_uri, arguments.output)
     print((directory / "results.md").read_text())
     print(f"wrote {directory}/ (results.csv, results.md, pareto_*.png), also logged to the sweep's parent run")
+    uri = resolve_tracking_uri(arguments.tracking_uri)
+    client, experiment_id = connect(uri, name)
+    for line in ui_lines(uri, experiment_id, sweep_parent(client, experiment_id, name, uri)):
+        print(line)

@@ -46,6 +46,7 @@ NEAR_BEST_AUC = 0.001
 @dataclass
 class SweepOutcome:
     parent_run_id: str
+    experiment_id: str
     done: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
@@ -65,7 +66,7 @@ def run_sweep(path: str | Path, tracking_uri: str | None = None, cache_root: Pat
     client.log_inputs(parent, datasets=dataset_inputs(cache))
     close_interrupted(client, experiment_id, parent)
     finished = finished_hashes(client, experiment_id, parent)
-    outcome = SweepOutcome(parent)
+    outcome = SweepOutcome(parent, experiment_id)
     with tqdm(total=len(planned), unit="run", desc=f"sweep {experiment.name}") as bar:
         for configuration in planned:
             key = configuration.config_hash(experiment.data)
