@@ -155,9 +155,9 @@ def artifact_link(experiment_id: str, run_id: str, path: str, server: str = "htt
     return f"{server}/#/experiments/{experiment_id}/runs/{run_id}/artifacts/{path}?workflowType=machine_learning"
 
 
-def ui_lines(tracking_uri: str, experiment_id: str, parent_run_id: str | None = None) -> list[str]:
+def ui_lines(tracking_uri: str, experiment_id: str, parent_run_id: str | None = None, figure: str = "") -> list[str]:
     """How to see an experiment in MLflow's UI: the command that serves a local store, the comparison
-    link and, for a sweep with a report, its Pareto plot on the parent run."""
+    link and, for a sweep with a report, its Pareto plot `figure` (an artifact path) on the parent run."""
     lines = []
     server = tracking_uri.rstrip("/") if tracking_uri.startswith(("http://", "https://")) else None
     if server is None:
@@ -165,8 +165,8 @@ def ui_lines(tracking_uri: str, experiment_id: str, parent_run_id: str | None = 
         lines.append(f"open MLflow's UI with: {mlflow} ui --backend-store-uri {tracking_uri} --port 5000")
         server = "http://127.0.0.1:5000"
     lines.append(f"runs side by side, best test AUC first: {comparison_link(experiment_id, server)}")
-    if parent_run_id is not None:
-        lines.append(f"Pareto plot on the parent run: {artifact_link(experiment_id, parent_run_id, 'report', server)}")
+    if parent_run_id is not None and figure:
+        lines.append(f"Pareto plot on the parent run: {artifact_link(experiment_id, parent_run_id, figure, server)}")
     return lines
 
 

@@ -1,7 +1,8 @@
 """MLflow's own UI, in a real browser (headless Debian Chromium driven by Playwright), on a real
-`mlflow server` holding a tiny sweep, its report and one exported model: the link recsys prints opens
-the runs table (not the GenAI overview) with the comparison columns, the Dataset and Models columns
-are filled, and the parent run's Pareto figure is listed and loads in the artifact view.
+`mlflow server` holding a tiny sweep, its report and one exported model (all made by the `recsys`
+command): the links `recsys report` prints open the runs table (not the GenAI overview) with the
+comparison columns, the Dataset and Models columns filled, and the parent run's Pareto figure,
+listed and loaded in the artifact view.
 
 Skips, saying why, where Chromium or Playwright is missing (`.ci/run` installs both). With
 RECSYS_SCREENSHOTS=DIR the screenshots are kept there (the README's come from this test).
@@ -17,9 +18,6 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from recsys.cli import main
-from recsys.sweep.report import run_report
-from recsys.sweep.runner import run_sweep
-from recsys.tracking import artifact_link, comparison_link
 from tests.mlflow_server import running_mlflow_server
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -41,9 +39,9 @@ def browser():
     return playwright, playwright.chromium.launch(executable_path=CHROMIUM, args=BROWSER_FLAGS)
 
 
-def tiny_sweep(directory: Path, cache_path: Path, server: str) -> tuple[str, str, str]:
-    """A two-configuration sweep with its report, one child exported by run id: (experiment id,
-    parent run id, exported run id)."""
+def tiny_sweep(directory: Path, cache_path: Path, server: str, capsys) -> tuple[str, str]:
+    """`recsys sweep` and `recsys report` of two configurations, one child exported by run id: the
+    links report printed (comparison, Pareto plot) and the exported run's id."""
     path = directory / "tiny.toml"
     path.write_text(
         f"""
@@ -63,15 +61,17 @@ bottom_mlp = [8]
 top_mlp = [8]
 """
     )
-    outcome = run_sweep(path, server, directory / "caches")
-    assert not outcome.failed
-    run_report("tiny", server, directory / "results")
+    store = ["--tracking-uri", server]
+    assert main(["sweep", str(path), *store, "--cache-dir", str(directory / "caches")]) == 0
+    assert main(["report", str(path), *store, "--output", str(directory / "results")]) == 0
+    printed = capsys.readouterr().out
+    links = dict(line.rsplit(": ", 1) for line in printed.splitlines() if f": {server}/#/" in line)
     client = MlflowClient(server)
     experiment_id = client.get_experiment_by_name("tiny").experiment_id
-    children = client.search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{outcome.parent_run_id}'")
-    exported = next(run.info.run_id for run in children if run.data.tags["strategy"] == "hashing")
-    assert main(["export", exported, "-o", str(directory / "model"), "--tracking-uri", server]) == 0
-    return experiment_id, outcome.parent_run_id, exported
+    exported = client.search_runs([experiment_id], "tags.strategy = 'hashing'")[0].info.run_id
+    assert main(["export", exported, "-o", str(directory / "model"), *store]) == 0
+    capsys.readouterr()
+    return links, exported
 
 
 def column(page, name: str) -> list[str]:
@@ -86,10 +86,12 @@ def test_the_printed_link_opens_the_comparison_and_the_parent_shows_its_pareto_p
     screenshots = Path(os.environ.get("RECSYS_SCREENSHOTS", tmp_path))
     try:
         with running_mlflow_server(tmp_path) as server:
-            experiment_id, parent, exported = tiny_sweep(tmp_path, synthetic_cache.path, server)
-            capsys.readouterr()
+            links, exported = tiny_sweep(tmp_path, synthetic_cache.path, server, capsys)
+            (comparison,) = [link for name, link in links.items() if name.startswith("runs side by side")]
+            (pareto,) = [link for name, link in links.items() if name.startswith("Pareto plot")]
+            assert pareto.endswith("report/pareto_dlrm.png?workflowType=machine_learning")
             page = chromium.new_page(viewport={"width": 2400, "height": 500})
-            page.goto(comparison_link(experiment_id, server))
+            page.goto(comparison)
             page.locator("[col-id=\"attributes.`Run Name`\"][role=columnheader]").wait_for(timeout=60_000)
             page.locator('[role=gridcell][col-id="tags.`strategy`"]').first.wait_for(timeout=30_000)
             text = page.inner_text("body")
@@ -110,7 +112,7 @@ def test_the_printed_link_opens_the_comparison_and_the_parent_shows_its_pareto_p
             page.screenshot(path=str(screenshots / "mlflow_runs.png"))
 
             page.set_viewport_size({"width": 1400, "height": 700})
-            page.goto(artifact_link(experiment_id, parent, "report/pareto_dlrm.png", server))
+            page.goto(pareto)
             figure = page.locator("img[src^=blob]").first
             figure.wait_for(timeout=60_000)
             listed = page.inner_text("body")

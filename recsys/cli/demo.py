@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,7 +100,8 @@ def run(options: DemoOptions) -> list:
     print()
     print((directory / "results.md").read_text())
     print(f"Plot: {directory / 'pareto_dlrm.png'}. In MLflow (experiment {EXPERIMENT!r}):")
-    for line in ui_lines(tracking_uri, outcome.experiment_id, outcome.parent_run_id):
+    for line in ui_lines(tracking_uri, outcome.experiment_id, outcome.parent_run_id, "report/pareto_dlrm.png"):
         print(f"  {line}")
-    print("Export the model a run measured (for `recsys serve`) with: recsys export RUN_ID -o model/")
+    recsys = Path(sys.executable).with_name("recsys")
+    print(f"Export the model a run measured (for `recsys serve`) with: {recsys} export RUN_ID -o model/")
     return sweep_rows(EXPERIMENT, tracking_uri)

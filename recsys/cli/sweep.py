@@ -133,5 +133,6 @@ def run_report_command(arguments: argparse.Namespace) -> None:
     print(f"wrote {directory}/ (results.csv, results.md, pareto_*.png), also logged to the sweep's parent run")
     uri = resolve_tracking_uri(arguments.tracking_uri)
     client, experiment_id = connect(uri, name)
-    for line in ui_lines(uri, experiment_id, sweep_parent(client, experiment_id, name, uri)):
+    figure = f"report/{min(path.name for path in directory.glob('pareto_*.png'))}"
+    for line in ui_lines(uri, experiment_id, sweep_parent(client, experiment_id, name, uri), figure):
         print(line)

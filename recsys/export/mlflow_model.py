@@ -9,7 +9,6 @@ with the export's quantization figures as metrics.
 from __future__ import annotations
 
 import re
-import warnings
 from pathlib import Path
 
 from recsys import __version__
@@ -87,27 +86,18 @@ def log_into_active_run(directory: Path, manifest: dict, name: str) -> str:
     """Log the pyfunc model, the export's metrics and the model's URI tag into the active run."""
     import mlflow
 
-    with warnings.catch_warnings():  # MLflow asks for type hints that a file-based model cannot give
-        warnings.filterwarnings("ignore", message=".*type hints to the `predict` method.*")
-        info = log_pyfunc_model(directory, manifest, name)
-    mlflow.log_metrics(export_metrics(manifest))
-    mlflow.set_tag(f"{EXPORTED_TAG}.{name}", info.model_uri)
-    return info.model_uri
-
-
-def log_pyfunc_model(directory: Path, manifest: dict, name: str):
-    """MLflow's pyfunc model of the artifact: recsys's pyfunc file with the artifact beside it."""
-    import mlflow
-
     from recsys.serving import mlflow_pyfunc
 
-    return mlflow.pyfunc.log_model(
+    info = mlflow.pyfunc.log_model(
         name=name,
         python_model=mlflow_pyfunc.__file__,
         artifacts={mlflow_pyfunc.ARTIFACT_KEY: str(directory)},
         pip_requirements=requirements(),
         metadata={"recsys_precision": manifest["precision"]},
     )
+    mlflow.log_metrics(export_metrics(manifest))
+    mlflow.set_tag(f"{EXPORTED_TAG}.{name}", info.model_uri)
+    return info.model_uri
 
 
 def export_metrics(manifest: dict) -> dict[str, float]:
