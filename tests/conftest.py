@@ -109,6 +109,7 @@ EXPORTED_TABLES = {
     "unified": {"strategy": "unified", "compression": 10},
     "mixed_dim": {"strategy": "mixed_dim", "compression": 2},
     "pruned": {"strategy": "pruned", "compression": 10, "prune_end": 0.5},
+    "graphhash": {"strategy": "graphhash", "compression": 10},
 }
 """A table spec per strategy: what export and serving are tested with."""
 

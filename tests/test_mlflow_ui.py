@@ -79,9 +79,7 @@ def column(page, name: str) -> list[str]:
     return [cells.nth(index).inner_text().strip() for index in range(cells.count())]
 
 
-def test_the_printed_link_opens_the_comparison_and_the_parent_shows_its_pareto_plot(
-    synthetic_cache, tmp_path, capsys
-):
+def test_the_printed_link_opens_the_comparison_and_the_parent_shows_its_pareto_plot(synthetic_cache, tmp_path, capsys):
     playwright, chromium = browser()
     screenshots = Path(os.environ.get("RECSYS_SCREENSHOTS", tmp_path))
     try:
@@ -92,7 +90,7 @@ def test_the_printed_link_opens_the_comparison_and_the_parent_shows_its_pareto_p
             assert pareto.endswith("report/pareto_dlrm.png?workflowType=machine_learning")
             page = chromium.new_page(viewport={"width": 2400, "height": 500})
             page.goto(comparison)
-            page.locator("[col-id=\"attributes.`Run Name`\"][role=columnheader]").wait_for(timeout=60_000)
+            page.locator('[col-id="attributes.`Run Name`"][role=columnheader]').wait_for(timeout=60_000)
             page.locator('[role=gridcell][col-id="tags.`strategy`"]').first.wait_for(timeout=30_000)
             text = page.inner_text("body")
             close_assistant(page)  # then the grid draws every column (it draws only those in view)

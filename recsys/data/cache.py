@@ -81,7 +81,15 @@ class PreparedCache:
         parts = sorted((self.path / PARTS_DIRECTORY).glob("part-*.parquet"))
         return pl.scan_parquet(parts).slice(self.offset(split), self.rows(split))
 
+    def labelled_training_rows(self) -> pl.LazyFrame:
+        """The train split with its label column named `label`, as statistics read it."""
+        label = self.schema.label
+        rows = self.scan("train")
+        return rows if label == "label" else rows.rename({label: "label"})
+
     def statistics(self) -> FeatureStatistics:
         return FeatureStatistics(
-            cardinalities=dict(self.meta["cardinalities"]), directory=self.path / FREQUENCY_DIRECTORY
+            cardinalities=dict(self.meta["cardinalities"]),
+            directory=self.path / FREQUENCY_DIRECTORY,
+            training=self.labelled_training_rows,
         )

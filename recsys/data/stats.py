@@ -7,6 +7,7 @@ Only the training split is counted, so validation and test ids stay unseen, as i
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,12 +26,21 @@ class FeatureStatistics:
 
     cardinalities: dict[str, int]
     directory: Path | None = None
+    training: Callable[[], pl.LazyFrame] | None = None
+    """The training rows (a prepared cache's train split, its label column named `label`), where there are any."""
     _frequencies: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
+    _rows: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    """The training rows themselves, column by column, where they are held in memory."""
+    derived: dict = field(default_factory=dict, repr=False)
+    """What strategies computed from these statistics (clusterings), by their own keys: made once."""
 
     @classmethod
-    def from_ids(cls, ids_by_feature: dict[str, np.ndarray]) -> FeatureStatistics:
-        """Count ids held in memory (tests, small data)."""
+    def from_ids(cls, ids_by_feature: dict[str, np.ndarray], labels: np.ndarray | None = None) -> FeatureStatistics:
+        """Count ids held in memory (tests, small data): one id per row and feature, rows aligned;
+        `labels` (else every row a click) make the rows' co-occurrences answerable too."""
         statistics = cls(cardinalities={})
+        rows = len(next(iter(ids_by_feature.values()), []))
+        statistics._rows = {**ids_by_feature, "label": np.ones(rows) if labels is None else np.asarray(labels)}
         for feature, ids in ids_by_feature.items():
             unique, counts = np.unique(np.asarray(ids, dtype=np.int64), return_counts=True)
             order = np.lexsort((unique, -counts))
@@ -58,6 +68,36 @@ class FeatureStatistics:
         """Sorted ids seen at least `min_count` times."""
         ids, counts = self.frequencies(feature)
         return np.sort(ids[counts >= min_count])
+
+    def co_occurrences(self, first: str, second: str, clicks_only: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(first ids, second ids, rows) of every id pair seen together in a training row (of a click only,
+        with `clicks_only`), in no set order: the edges of the two features' graph."""
+        for feature in (first, second):
+            self.frequencies(feature)  # the same error for an unknown feature
+        if self._rows:
+            keep = self._rows["label"] > 0.5 if clicks_only else slice(None)
+            pairs = np.stack([self._rows[first][keep], self._rows[second][keep]], axis=1).astype(np.int64)
+            unique, counts = np.unique(pairs, axis=0, return_counts=True)
+            return unique[:, 0], unique[:, 1], counts
+        if self.training is None:
+            raise ValueError("these statistics have no training rows to count co-occurrences in")
+        return pair_counts(self.training(), first, second, clicks_only)
+
+
+def pair_counts(
+    rows: pl.LazyFrame, first: str, second: str, clicks_only: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Co-occurrence counts of two single-id features over prepared rows (label column `label`)."""
+    import polars as pl
+
+    schema = rows.collect_schema()
+    for feature in (first, second):
+        if isinstance(schema[feature], pl.List):
+            raise ValueError(f"feature {feature!r} holds bags of ids; a co-occurrence graph needs one id per row")
+    if clicks_only:
+        rows = rows.filter(pl.col("label") > 0.5)
+    counts = rows.group_by([first, second]).agg(pl.len().alias("rows")).collect()
+    return counts[first].to_numpy(), counts[second].to_numpy(), counts["rows"].to_numpy()
 
 
 def count_ids(rows: pl.LazyFrame, feature: str) -> pl.DataFrame:
@@ -94,7 +134,7 @@ class RecordingStatistics(FeatureStatistics):
     """
 
     def __init__(self, source: FeatureStatistics) -> None:
-        super().__init__(cardinalities=dict(source.cardinalities))
+        super().__init__(cardinalities=dict(source.cardinalities), directory=source.directory)
         self.source = source
         self.vocabularies: dict[tuple[str, int], np.ndarray] = {}
         self.asked_frequencies: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -102,6 +142,10 @@ class RecordingStatistics(FeatureStatistics):
     def frequencies(self, feature: str) -> tuple[np.ndarray, np.ndarray]:
         self.asked_frequencies[feature] = self.source.frequencies(feature)
         return self.asked_frequencies[feature]
+
+    def co_occurrences(self, first: str, second: str, clicks_only: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Not recorded: a lookup built from co-occurrences keeps what it made of them in its own state."""
+        return self.source.co_occurrences(first, second, clicks_only)
 
     def vocabulary(self, feature: str, min_count: int) -> np.ndarray:
         self.vocabularies[(feature, min_count)] = self.source.vocabulary(feature, min_count)

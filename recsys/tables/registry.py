@@ -13,6 +13,7 @@ from typing import Any
 from recsys.config import ConfigError, from_mapping, read_toml
 from recsys.data.stats import FeatureStatistics
 from recsys.tables.full import FullLookup
+from recsys.tables.graphhash import GraphHashLookup
 from recsys.tables.hashing import HashingLookup
 from recsys.tables.interface import LookupModule
 from recsys.tables.mixed_dim import MixedDimLookup
@@ -28,6 +29,7 @@ STRATEGIES: dict[str, type[LookupModule]] = {
     UnifiedLookup.name: UnifiedLookup,
     MixedDimLookup.name: MixedDimLookup,
     PrunedLookup.name: PrunedLookup,
+    GraphHashLookup.name: GraphHashLookup,
 }
 
 

@@ -152,13 +152,16 @@ def test_a_best_epoch_whose_checkpoint_is_gone_is_not_replaced_by_the_last(tmp_p
 
 
 def test_each_vocabulary_is_stored_once(exported):
-    """In statistics.pt (rebuilt into the tables at load) or, for pruned's learned kept ids, in model.pt."""
+    """In statistics.pt (rebuilt into the tables at load) or, for forms rebuilt from their shape alone
+    (pruned's kept ids, graphhash's maps), in model.pt."""
     _, directory, _ = exported
     state = torch.load(directory / "model.pt", weights_only=True)
     in_state = [key for key in state if key.endswith("vocabularies.ids")]
-    recorded = json.loads((directory / "manifest.json").read_text())["statistics"]["vocabularies"]
+    manifest = json.loads((directory / "manifest.json").read_text())
+    recorded = manifest["statistics"]["vocabularies"]
     assert not (in_state and recorded), (in_state, recorded)
-    assert bool(in_state) == (json.loads((directory / "manifest.json").read_text())["tables"]["strategy"] == "pruned")
+    assert bool(in_state) == (manifest["tables"]["strategy"] in ("pruned", "graphhash"))
+    assert (manifest.get("table_shape") is not None) == (manifest["tables"]["strategy"] in ("pruned", "graphhash"))
 
 
 def test_export_and_serving_import_no_training_code():

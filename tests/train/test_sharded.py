@@ -30,6 +30,7 @@ STRATEGIES = {
     "unified": {"strategy": "unified", "compression": 10, "lookups": "cardinality", "chunk_dim": 4},
     "mixed_dim": {"strategy": "mixed_dim", "compression": 2},
     "pruned": {"strategy": "pruned", "compression": 10, "prune_start": 0.2, "prune_end": 0.6, "updates": 4},
+    "graphhash": {"strategy": "graphhash", "compression": 10, "edges": "rows"},
     "pruned_beside_a_data_parallel_table": {
         "strategy": "pruned",
         "compression": 10,
