@@ -110,6 +110,7 @@ EXPORTED_TABLES = {
     "mixed_dim": {"strategy": "mixed_dim", "compression": 2},
     "pruned": {"strategy": "pruned", "compression": 10, "prune_end": 0.5},
     "graphhash": {"strategy": "graphhash", "compression": 10},
+    "optembed": {"strategy": "optembed", "compression": 10, "generations": 2, "population": 6, "parents": 3},
 }
 """A table spec per strategy: what export and serving are tested with."""
 

@@ -14,6 +14,7 @@ modules serve it, unchanged for every strategy.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import ClassVar
 
@@ -108,6 +109,15 @@ class LookupModule(nn.Module, ABC):
 
         Strategies that change during training (pruning schedules) act here; metrics they return
         are logged. Nothing happens by default.
+        """
+        return {}
+
+    def after_epoch(self, progress: float, validation_auc: Callable[[], float]) -> dict[str, float]:
+        """Called by training after each epoch's validation, with a function that measures the model's
+        validation AUC as the lookup stands when it is called.
+
+        An architecture search (optembed's) varies the lookup and scores each candidate here, then
+        leaves it in its chosen form; metrics it returns are logged. Nothing happens by default.
         """
         return {}
 

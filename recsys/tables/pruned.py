@@ -46,11 +46,8 @@ from recsys.tables.budget import (
 from recsys.tables.full import FullLookup
 from recsys.tables.interface import MemoryReport
 from recsys.tables.jagged import in_order, join_parts, one_bag_per_value, sum_bags
-from recsys.tables.shards import pieces_once, sum_over_ranks
+from recsys.tables.shards import gather_rows, row_norms
 from recsys.tables.spec import BudgetSpec
-
-SCORE_CHUNK_ROWS = 1 << 18
-"""Rows scored at a time, so scoring a large table needs little memory beyond the table."""
 
 
 @dataclass(frozen=True)
@@ -196,17 +193,12 @@ class PrunedLookup(FullLookup):
     @torch.no_grad()
     def row_scores(self) -> torch.Tensor:
         """L1 norm of every thresholded row, rows of all features end to end, summed over ranks."""
-        scores = torch.zeros(self.kept.numel(), device=self.kept.device)
-        pieces, sharded = pieces_once(self.storage)
-        for piece in pieces:
-            feature = self.table_features[piece.table]
-            index = self.feature_names.index(feature)
-            columns = slice(piece.column_offset, piece.column_offset + piece.weights.shape[1])
-            start = self.row_starts[feature] + piece.row_offset
-            for begin in range(0, piece.weights.shape[0], SCORE_CHUNK_ROWS):
-                chunk = self.soft_threshold(piece.weights[begin : begin + SCORE_CHUNK_ROWS], index, columns)
-                scores[start + begin : start + begin + chunk.shape[0]] += chunk.abs().sum(dim=1).to(scores.device)
-        return sum_over_ranks(scores) if sharded else scores
+        starts = {table: self.row_starts[feature] for table, feature in self.table_features.items()}
+        return row_norms(self.storage, starts, self.kept.numel(), self.kept.device, self.threshold_piece)
+
+    def threshold_piece(self, weights: torch.Tensor, table: str, columns: slice) -> torch.Tensor:
+        """Rows of a piece of `table` (its `columns`) through their feature's soft threshold."""
+        return self.soft_threshold(weights, self.feature_names.index(self.table_features[table]), columns)
 
     def memory_report(self) -> MemoryReport:
         """The compact form's bytes (what serving stores); optimizer bytes are training's, on full tables."""
@@ -235,24 +227,21 @@ class PrunedLookup(FullLookup):
             feature: torch.nonzero(self.kept[start : start + self.vocabularies.size(feature) + 1]).squeeze(1)
             for feature, start in self.row_starts.items()
         }
+        names = {feature: table for table, feature in self.table_features.items()}
+        gathered = gather_rows(
+            self.storage,
+            {names[feature]: rows for feature, rows in positions.items()},
+            {table: self.embedding_dim for table in self.table_features},
+            self.kept.device,
+        )
         tables = {
-            feature: torch.zeros(rows.numel(), self.embedding_dim, device=self.kept.device)
-            for feature, rows in positions.items()
+            feature: self.soft_threshold(gathered[names[feature]], index)
+            for index, feature in enumerate(self.feature_names)
         }
-        pieces, sharded = pieces_once(self.storage)
-        for piece in pieces:
-            feature = self.table_features[piece.table]
-            rows = positions[feature]
-            inside = (rows >= piece.row_offset) & (rows < piece.row_offset + piece.weights.shape[0])
-            columns = slice(piece.column_offset, piece.column_offset + piece.weights.shape[1])
-            vectors = piece.weights[(rows[inside] - piece.row_offset).to(piece.weights.device)]
-            tables[feature][inside, columns] = self.soft_threshold(vectors, self.feature_names.index(feature), columns)
         vocabularies = {}
         for feature, rows in positions.items():
             start, _ = self.vocabularies.spans[feature]
             vocabularies[feature] = self.vocabularies.ids[start + rows[:-1]].cpu().numpy()
-            if sharded:
-                sum_over_ranks(tables[feature])
         return CompactPrunedLookup(self.spec, list(self.feature_names), self.full_bytes, vocabularies, tables)
 
 

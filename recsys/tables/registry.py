@@ -17,6 +17,7 @@ from recsys.tables.graphhash import GraphHashLookup
 from recsys.tables.hashing import HashingLookup
 from recsys.tables.interface import LookupModule
 from recsys.tables.mixed_dim import MixedDimLookup
+from recsys.tables.optembed import OptEmbedLookup
 from recsys.tables.pruned import PrunedLookup
 from recsys.tables.qr import QRLookup
 from recsys.tables.spec import TableSpec
@@ -30,6 +31,7 @@ STRATEGIES: dict[str, type[LookupModule]] = {
     MixedDimLookup.name: MixedDimLookup,
     PrunedLookup.name: PrunedLookup,
     GraphHashLookup.name: GraphHashLookup,
+    OptEmbedLookup.name: OptEmbedLookup,
 }
 
 

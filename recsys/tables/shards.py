@@ -14,7 +14,7 @@ and needs no sum.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -76,3 +76,53 @@ def sum_over_ranks(tensor: torch.Tensor) -> torch.Tensor:
     if dist.is_initialized() and dist.get_world_size() > 1:
         dist.all_reduce(tensor)
     return tensor
+
+
+SCORE_CHUNK_ROWS = 1 << 18
+"""Rows read at a time by `row_norms`, so scoring a large table needs little memory beyond the table."""
+
+RowTransform = Callable[[torch.Tensor, str, slice], torch.Tensor]
+"""(rows of a piece, its table, its columns) -> the rows as they count (thresholds applied)."""
+
+
+def row_norms(
+    storage: nn.Module,
+    row_starts: dict[str, int],
+    size: int,
+    device: torch.device,
+    transform: RowTransform | None = None,
+) -> torch.Tensor:
+    """L1 norm of every row of every table (after `transform`), tables end to end from `row_starts[table]`
+    in a vector of `size` on `device` (where ranks sum it), the same on every rank."""
+    norms = torch.zeros(size, device=device)
+    pieces, sharded = pieces_once(storage)
+    for piece in pieces:
+        columns = slice(piece.column_offset, piece.column_offset + piece.weights.shape[1])
+        start = row_starts[piece.table] + piece.row_offset
+        for begin in range(0, piece.weights.shape[0], SCORE_CHUNK_ROWS):
+            chunk = piece.weights[begin : begin + SCORE_CHUNK_ROWS]
+            if transform is not None:
+                chunk = transform(chunk, piece.table, columns)
+            norms[start + begin : start + begin + chunk.shape[0]] += chunk.abs().sum(dim=1).to(device)
+    return sum_over_ranks(norms) if sharded else norms
+
+
+def gather_rows(
+    storage: nn.Module, rows: dict[str, torch.Tensor], widths: dict[str, int], device: torch.device
+) -> dict[str, torch.Tensor]:
+    """The rows `rows[table]` of each table, their first `widths[table]` columns, whole on every rank
+    (on `device`, where ranks sum them)."""
+    gathered = {table: torch.zeros(len(wanted), widths[table], device=device) for table, wanted in rows.items()}
+    pieces, sharded = pieces_once(storage)
+    for piece in pieces:
+        wanted = rows[piece.table]
+        inside = (wanted >= piece.row_offset) & (wanted < piece.row_offset + piece.weights.shape[0])
+        end = min(piece.column_offset + piece.weights.shape[1], widths[piece.table])
+        if end <= piece.column_offset:
+            continue
+        vectors = piece.weights[(wanted[inside] - piece.row_offset).to(piece.weights.device)]
+        gathered[piece.table][inside, piece.column_offset : end] = vectors[:, : end - piece.column_offset].to(device)
+    if sharded:
+        for table in gathered.values():
+            sum_over_ranks(table)
+    return gathered

@@ -117,8 +117,9 @@ def train(job: Job, listener: Listener | None = None) -> TrainResult:
         )
         metrics = trainer.run(first_epoch=progress["epoch"], metrics=dict(progress.get("metrics", {})))
         serving = trainer.compact() if lookup_of(sharded).compacts else None
-        if serving is not None:
+        if serving is not None:  # the lookup's final form may differ from its planned one (a searched architecture)
             metrics.update(serving[1])
+            memory = lookup_of(sharded).memory_report()
         failed = False
         return TrainResult(
             metrics=metrics,
@@ -203,6 +204,7 @@ class Trainer:
             metrics = {"train/samples_per_s": self.train_epoch(loader, epoch), "epoch": epoch + 1}
             metrics.update(self.evaluate("val"))
             last_epoch = epoch + 1
+            metrics.update(self.search(epoch))
             settled = self.lookup.settled(self.step / max(self.total_steps, 1))
             stop = settled and self.stopping.update(last_epoch, metrics["val/auc"], self.model)
             if settled and self.stopping.waited and not stop:
@@ -218,6 +220,11 @@ class Trainer:
         test = self.evaluate("test") or {"test/rows": 0.0}  # no test rows: said, not silently left out
         self.listener.on_metrics(test, self.step)
         return {**metrics, **test}
+
+    def search(self, epoch: int) -> dict[str, float]:
+        """Let the lookup search its architecture by validation AUC; after a search, validate what it chose."""
+        found = self.lookup.after_epoch(self.step / max(self.total_steps, 1), lambda: self.evaluate("val")["val/auc"])
+        return {**found, **self.evaluate("val")} if found else {}
 
     def decay_learning_rates(self) -> dict[str, float]:
         """Multiply every learning rate (tables' fused optimizer included) by the plateau factor."""

@@ -23,6 +23,9 @@ from recsys.train.loop import train
 from tests.conftest import EXPORTED_TABLES, modules_loaded_by
 from tests.train.conftest import SMALL_MODEL
 
+LEARNED_INDEXES = ("pruned", "graphhash", "optembed")
+"""Strategies whose serving form keeps learned id maps in its state and is rebuilt from a recorded shape."""
+
 
 def raw_rows(path, count: int = 200) -> list[dict]:
     """The first rows of a Criteo-format file as JSON objects (empty fields as null)."""
@@ -153,15 +156,15 @@ def test_a_best_epoch_whose_checkpoint_is_gone_is_not_replaced_by_the_last(tmp_p
 
 def test_each_vocabulary_is_stored_once(exported):
     """In statistics.pt (rebuilt into the tables at load) or, for forms rebuilt from their shape alone
-    (pruned's kept ids, graphhash's maps), in model.pt."""
+    (pruned's and optembed's kept ids, graphhash's maps), in model.pt."""
     _, directory, _ = exported
     state = torch.load(directory / "model.pt", weights_only=True)
     in_state = [key for key in state if key.endswith("vocabularies.ids")]
     manifest = json.loads((directory / "manifest.json").read_text())
     recorded = manifest["statistics"]["vocabularies"]
     assert not (in_state and recorded), (in_state, recorded)
-    assert bool(in_state) == (manifest["tables"]["strategy"] in ("pruned", "graphhash"))
-    assert (manifest.get("table_shape") is not None) == (manifest["tables"]["strategy"] in ("pruned", "graphhash"))
+    assert bool(in_state) == (manifest["tables"]["strategy"] in LEARNED_INDEXES)
+    assert (manifest.get("table_shape") is not None) == (manifest["tables"]["strategy"] in LEARNED_INDEXES)
 
 
 def test_export_and_serving_import_no_training_code():

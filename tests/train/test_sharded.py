@@ -31,6 +31,7 @@ STRATEGIES = {
     "mixed_dim": {"strategy": "mixed_dim", "compression": 2},
     "pruned": {"strategy": "pruned", "compression": 10, "prune_start": 0.2, "prune_end": 0.6, "updates": 4},
     "graphhash": {"strategy": "graphhash", "compression": 10, "edges": "rows"},
+    "optembed": {"strategy": "optembed", "compression": 10, "generations": 2, "population": 6, "parents": 3},
     "pruned_beside_a_data_parallel_table": {
         "strategy": "pruned",
         "compression": 10,
