@@ -15,8 +15,10 @@ Click-through Rate Prediction", CIKM 2022. Three stages in one training run:
 2. Search (at the end of the first epoch past `supernet_end`). An evolutionary search over the
    fields' widths (`population`, `parents`, `generations`, `mutation_probability`,
    `crossover_share`) scores each candidate by the supernet's validation AUC. A candidate's rows
-   follow from its widths and the budget: the rows the thresholds keep (||e_i||_1 > t_f), best
-   margin first across fields, as many as the budget holds at those widths. So the search trades
+   follow from its widths and the budget: the rows the thresholds keep (||e_i||_1 > t_f), and where
+   they do not fit, the same largest fraction of every field's (best margin first). Margins are not
+   compared across fields: a field whose threshold fell below zero would otherwise take the whole
+   budget (on Frappe the item field did, and its 7-id fields kept nothing). So the search trades
    rows against width, always within the budget.
 3. Retrain. The chosen rows and widths are fixed and training goes on from the supernet's
    weights (the paper retrains from its initialisation; continuing keeps one run one training,
@@ -131,14 +133,33 @@ def width_choices(embedding_dim: int) -> list[int]:
     return list(range(DIM_MULTIPLE, embedding_dim + 1, DIM_MULTIPLE))
 
 
-def rows_within_budget(margins: torch.Tensor, row_costs: torch.Tensor, spare: int) -> torch.Tensor:
-    """Which rows to keep: those with a positive margin, largest first, while their costs fit `spare` bytes."""
-    order = torch.argsort(margins, descending=True, stable=True)
-    candidates = order[margins[order] > 0]
-    fitting = int(torch.searchsorted(torch.cumsum(row_costs[candidates], 0), spare, right=True))
+def rows_within_budget(
+    margins: torch.Tensor, fields: torch.Tensor, costs: torch.Tensor, spare: int, always: torch.Tensor
+) -> torch.Tensor:
+    """Which rows to keep: the `always` rows, and those the thresholds keep (positive margin); where
+    these do not fit `spare` bytes (a row of field f costs `costs[f]`), the same largest fraction q of
+    every field's, best margin first (ceil(q * kept_f) each), so no field's threshold outweighs another's."""
+    candidate = (margins > 0) & ~always
+    counts = torch.bincount(fields[candidate], minlength=costs.numel()).to(torch.float64)
+    costs = costs.to(torch.float64)
+
+    def kept_counts(fraction: float) -> torch.Tensor:
+        return torch.ceil(fraction * counts - 1e-9)
+
+    low, high = 0.0, 1.0
+    if float((kept_counts(1.0) * costs).sum()) > spare:
+        for _ in range(50):
+            middle = (low + high) / 2
+            low, high = (middle, high) if float((kept_counts(middle) * costs).sum()) <= spare else (low, middle)
+    else:
+        low = 1.0
+    by_margin = torch.argsort(torch.where(candidate, margins, -torch.inf), descending=True, stable=True)
+    order = by_margin[torch.argsort(fields[by_margin], stable=True)]  # field by field, best margin first
+    starts = torch.searchsorted(fields[order], torch.arange(costs.numel(), device=fields.device))
+    rank = torch.arange(order.numel(), device=fields.device) - starts[fields[order]]
     kept = torch.zeros(margins.numel(), dtype=torch.bool, device=margins.device)
-    kept[candidates[:fitting]] = True
-    return kept
+    kept[order] = candidate[order] & (rank < kept_counts(low).to(rank.device)[fields[order]])
+    return kept | always
 
 
 @dataclass
@@ -284,20 +305,18 @@ class OptEmbedLookup(FullLookup):
 
     @torch.no_grad()
     def margins(self) -> torch.Tensor:
-        """||e_i||_1 - t_f of every row, rows of all features end to end; out-of-vocabulary rows always kept."""
+        """||e_i||_1 - t_f of every row, rows of all features end to end."""
         starts = {table: self.row_starts[feature] for table, feature in self.table_features.items()}
         norms = row_norms(self.storage, starts, self.kept.numel(), self.kept.device)
-        margins = norms - self.threshold.detach().to(norms.device)[self.row_feature]
-        margins[self.oov_rows] = torch.inf
-        return margins
+        return norms - self.threshold.detach().to(norms.device)[self.row_feature]
 
     @torch.no_grad()
     def planned_rows(self, widths: Widths, margins: torch.Tensor) -> torch.Tensor:
-        """The rows kept at `widths`: those the budget holds at those widths, best margin first."""
-        width_per_row = torch.tensor(widths, device=margins.device)[self.row_feature]
-        costs = width_per_row * FLOAT_BYTES + INDEX_BYTES
-        costs[self.oov_rows] = 0  # out-of-vocabulary rows are paid for below, and have no index entry
-        return rows_within_budget(margins, costs, self.budget - sum(widths) * FLOAT_BYTES)
+        """The rows kept at `widths`: those the thresholds keep, cut to the budget at those widths."""
+        costs = torch.tensor(widths, device=margins.device) * FLOAT_BYTES + INDEX_BYTES
+        always = torch.zeros_like(self.kept)
+        always[self.oov_rows] = True  # out-of-vocabulary rows are paid for apart and have no index entry
+        return rows_within_budget(margins, self.row_feature, costs, self.budget - sum(widths) * FLOAT_BYTES, always)
 
     @torch.no_grad()
     def fix(self, widths: Widths, margins: torch.Tensor) -> None:

@@ -43,13 +43,26 @@ def test_regulariser_adds_the_gradient_of_decay_times_exp_minus_threshold():
     np.testing.assert_allclose(thresholds.grad.numpy(), expected, rtol=1e-6)
 
 
-def test_rows_within_budget_take_the_best_margins_that_fit():
-    margins = torch.tensor([0.3, -0.1, 0.9, 0.5, 0.2])
-    costs = torch.tensor([10, 10, 30, 20, 10])
-    # by margin: row 2 (30), row 3 (20 -> 50), row 0 (10 -> 60), row 4 (10 -> 70); row 1 is below its threshold
-    assert rows_within_budget(margins, costs, 60).tolist() == [True, False, True, True, False]
-    assert rows_within_budget(margins, costs, 1000).tolist() == [True, False, True, True, True]
-    assert rows_within_budget(margins, costs, 29).tolist() == [False] * 5
+def test_rows_within_budget_cut_every_field_by_the_same_fraction():
+    margins = torch.tensor([0.3, -0.1, 0.9, 0.5, 0.2, 0.01, 0.02, 5.0])
+    fields = torch.tensor([0, 0, 0, 0, 0, 1, 1, 1])
+    always = torch.tensor([False] * 7 + [True])  # the last row: field 1's out-of-vocabulary row
+    costs = torch.tensor([10, 100])
+    # field 0 keeps rows 2, 3, 0, 4 (margin order; row 1 is below its threshold), field 1 rows 6, 5
+    everything = [True, False, True, True, True, True, True, True]
+    assert rows_within_budget(margins, fields, costs, 240, always).tolist() == everything
+    # 239 bytes: q in (1/2, 3/4] gives ceil(4q) = 3 rows of field 0 and ceil(2q) = 2 of field 1: 30 + 200
+    assert (
+        rows_within_budget(margins, fields, costs, 239, always).tolist()
+        == [True, False, True, True, False] + [True] * 3
+    )
+    # 129 bytes: q in (1/4, 1/2] gives 2 rows of field 0 and 1 of field 1: 20 + 100
+    assert rows_within_budget(margins, fields, costs, 129, always).tolist() == [False, False, True, True, False] + [
+        False,
+        True,
+        True,
+    ]
+    assert rows_within_budget(margins, fields, costs, 5, always).tolist() == [False] * 7 + [True]
 
 
 def test_search_finds_the_best_widths_of_a_known_fitness():
