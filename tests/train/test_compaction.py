@@ -70,3 +70,32 @@ def test_more_epochs_on_resume_keep_the_first_schedule(make_job, tmp_path):
     extended = train(make_job(PRUNED, epochs=2, checkpoint_dir=checkpoints, resume=True), log)
     assert not any("pruning/kept_ids" in metrics for _, metrics in log.metrics)  # the schedule had finished
     assert torch.equal(extended.model.module.lookup.kept, first.model.module.lookup.kept)
+
+
+OPTEMBED = {"strategy": "optembed", "compression": 10, "population": 6, "parents": 3, "generations": 2}
+
+
+def test_optembed_searches_once_after_the_supernet_and_logs_its_choice(make_job):
+    job = make_job(OPTEMBED, epochs=4, batch_size=512)
+    log = MetricLog()
+    result = train(job, log)
+    searches = [metrics for _, metrics in log.metrics if "optembed/search_val_auc" in metrics]
+    assert len(searches) == 1 and searches[0]["epoch"] == 2  # the epoch that reaches supernet_end = 0.5
+    lookup = result.model.module.lookup
+    features = lookup.feature_names
+    assert [searches[0][f"optembed/width/{feature}"] for feature in features] == lookup.widths.tolist()
+    epochs = [metrics for _, metrics in log.metrics if "best_epoch" in metrics]
+    assert all(metrics["best_epoch"] == 0 for metrics in epochs[:1])  # the supernet's epoch is never the best
+    assert result.metrics["best_epoch"] >= 2
+    assert result.metrics["compact/test/auc"] == pytest.approx(result.metrics["test/auc"], abs=1e-6)
+    assert result.shipped_memory.total_bytes <= result.memory.full_bytes / 10
+
+
+def test_resume_restores_the_searched_architecture(make_job, tmp_path):
+    checkpoints = tmp_path / "checkpoints"
+    straight = train(make_job(OPTEMBED, epochs=3, checkpoint_dir=str(checkpoints), keep="all"))
+    shutil.rmtree(checkpoints / "epoch-0003")
+    resumed = train(make_job(OPTEMBED, epochs=3, checkpoint_dir=str(checkpoints), resume=True))
+    for name in ("kept", "widths", "searched"):
+        assert torch.equal(getattr(resumed.model.module.lookup, name), getattr(straight.model.module.lookup, name))
+    assert resumed.metrics["test/auc"] == pytest.approx(straight.metrics["test/auc"], abs=1e-6)
