@@ -63,7 +63,7 @@ from recsys.tables.spec import BudgetSpec
 from recsys.tables.vocabulary import Vocabularies
 
 CLUSTERS_DIRECTORY = "graphhash"
-CLUSTERING_VERSION = 1
+CLUSTERING_VERSION = 2
 START_BYTES = 4
 """Each cluster's first row, an int32."""
 

@@ -146,3 +146,21 @@ def test_clustering_is_made_once_per_cache(bag_cache, monkeypatch):
     assert first.rows == second.rows and len(second_buffers) >= 2
     for name, buffer in first.named_buffers():
         torch.testing.assert_close(second_buffers[name], buffer, rtol=0, atol=0)
+
+
+def test_a_graph_of_more_parts_than_rows_is_packed_evenly_not_merged():
+    users, items = np.arange(200), np.arange(200) + 1000  # 200 separate user-item pairs
+    clusters = cluster_to_rows(users, items, np.ones(200), rows=20, seed=0)
+    assert clusters.rows == (10, 10)
+    for labels in (clusters.first_clusters, clusters.second_clusters):
+        assert np.bincount(labels).tolist() == [20] * 10  # at any resolution Louvain leaves 200 parts
+
+
+def test_the_largest_part_gets_a_row_of_its_own_when_parts_are_packed():
+    users = np.concatenate([np.zeros(100, dtype=np.int64), np.arange(1, 101)])  # user 0 clicks 100 items
+    items = np.concatenate([np.arange(1000, 1100), np.arange(2000, 2100)])  # then 100 separate pairs
+    clusters = cluster_to_rows(users, items, np.ones(200), rows=22, seed=0)
+    assert sum(clusters.rows) <= 22
+    star_row = clusters.second_clusters[clusters.second_ids == 1000][0]
+    together = clusters.second_ids[clusters.second_clusters == star_row]
+    assert together.min() >= 1000 and together.max() < 1100  # no pair's item joins the star's row
