@@ -1,6 +1,6 @@
 """Which library clusters GraphHash's user-item graph fastest, at what modularity (issue 18).
 
-A bipartite graph of planted communities with Zipf-distributed degrees (--edges edges between
+A bipartite graph of planted communities with Zipf-distributed degrees (--edges draws (distinct user-item pairs are fewer) between
 --users users and --items items; every edge falls inside its user's community with probability
 0.8) is clustered at resolution 1 by igraph's Louvain (`community_multilevel`, what `graphhash`
 uses), igraph's Leiden, leidenalg's Leiden and networkx's Louvain, where installed; each is timed
@@ -53,7 +53,9 @@ def igraph_louvain(graph, first, second, weights):
 
 
 def igraph_leiden(graph, first, second, weights):
-    return graph.community_leiden(objective="modularity", weights="weight", resolution=1.0, n_iterations=-1).membership
+    return graph.community_leiden(
+        objective_function="modularity", weights="weight", resolution=1.0, n_iterations=-1
+    ).membership
 
 
 def leidenalg_leiden(graph, first, second, weights):
