@@ -1,10 +1,11 @@
 """Which library clusters GraphHash's user-item graph fastest, at what modularity (issue 18).
 
-A bipartite graph of planted communities with Zipf-distributed degrees (--edges draws (distinct user-item pairs are fewer) between
---users users and --items items; every edge falls inside its user's community with probability
-0.8) is clustered at resolution 1 by igraph's Louvain (`community_multilevel`, what `graphhash`
-uses), igraph's Leiden, leidenalg's Leiden and networkx's Louvain, where installed; each is timed
---rounds times, interleaved, and its modularity measured by igraph on the same weighted graph.
+A bipartite graph of planted communities with Zipf-distributed degrees (--edges draws, fewer
+distinct pairs, between --users users and --items items; every edge falls inside its user's
+community with probability 0.8) is clustered at resolution 1 by igraph's Louvain
+(`community_multilevel`, what `graphhash` uses), igraph's Leiden, leidenalg's Leiden and
+networkx's Louvain, where installed; each is timed --rounds times, interleaved, and its
+modularity measured by igraph on the same weighted graph.
 
     python benchmarks/bench_graph_clustering.py [--edges 1000000] [--users 60000] [--items 55000]
 """
