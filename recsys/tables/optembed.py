@@ -56,7 +56,8 @@ from recsys.tables.budget import FLOAT_BYTES, INDEX_BYTES, ROWWISE_ADAGRAD_STATE
 from recsys.tables.full import FullLookup
 from recsys.tables.interface import MemoryReport
 from recsys.tables.jagged import in_order, join_parts, one_bag_per_value, sum_bags
-from recsys.tables.shards import gather_rows, row_norms
+from recsys.tables.kept_rows import KeptRowsLookup
+from recsys.tables.shards import row_norms
 from recsys.tables.spec import DIM_MULTIPLE, BudgetSpec
 from recsys.tables.vocabulary import Vocabularies
 
@@ -206,7 +207,7 @@ class EvolutionarySearch:
         return children
 
 
-class OptEmbedLookup(FullLookup):
+class OptEmbedLookup(KeptRowsLookup):
     name = "optembed"
     spec_type = OptEmbedSpec
     compacts = True
@@ -214,10 +215,6 @@ class OptEmbedLookup(FullLookup):
 
     def __init__(self, spec: OptEmbedSpec, statistics: FeatureStatistics) -> None:
         super().__init__(spec, statistics)
-        sizes = [self.vocabularies.size(feature) + 1 for feature in self.feature_names]
-        starts = np.cumsum([0, *sizes])
-        self.row_starts = {feature: int(starts[index]) for index, feature in enumerate(self.feature_names)}
-        self.table_features = {config.name: config.feature_names[0] for config in self.configs}
         self.choices = width_choices(spec.embedding_dim)
         self.budget = budget_bytes(spec.compression, spec.bytes, self.full_bytes)
         narrowest = len(self.feature_names) * self.choices[0] * FLOAT_BYTES
@@ -226,20 +223,14 @@ class OptEmbedLookup(FullLookup):
                 f"a budget of {self.budget:,} bytes cannot hold even the {len(self.feature_names)} out-of-vocabulary "
                 f"rows at width {self.choices[0]} ({narrowest:,} bytes): give a larger budget"
             )
-        self.register_buffer("kept", torch.ones(int(starts[-1]), dtype=torch.bool))
         self.register_buffer("widths", torch.full((len(self.feature_names),), spec.embedding_dim, dtype=torch.int64))
         self.register_buffer("searched", torch.zeros((), dtype=torch.bool))
         self.register_buffer("drawn", self.widths.clone(), persistent=False)
         """The supernet's widths for the next training batch (full before the first step)."""
-        self.register_buffer("oov_rows", torch.as_tensor(starts[1:] - 1, dtype=torch.int64), persistent=False)
-        self.register_buffer("row_feature", torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes)))
+        sizes = torch.tensor([self.vocabularies.size(feature) + 1 for feature in self.feature_names])
+        self.register_buffer("row_feature", torch.repeat_interleave(torch.arange(len(sizes)), sizes))
         self.threshold = nn.Parameter(torch.full((len(self.feature_names),), spec.threshold_init))
         self.sampler = torch.Generator().manual_seed(spec.seed)
-
-    def kept_rows(self, feature: str, ids: torch.Tensor) -> torch.Tensor:
-        """Vocabulary rows of `ids`, pruned ones replaced by the feature's out-of-vocabulary row."""
-        rows = self.vocabularies.rows(feature, ids)
-        return torch.where(self.kept[self.row_starts[feature] + rows], rows, self.vocabularies.size(feature))
 
     def forward(self, features: KeyedJaggedTensor) -> KeyedTensor:
         parts = [
@@ -368,23 +359,8 @@ class OptEmbedLookup(FullLookup):
         full widths and the rows the budget holds, fixed in this lookup too)."""
         if not bool(self.searched):
             self.fix(self.default_widths(), self.margins())
-        positions = {
-            feature: torch.nonzero(self.kept[start : start + self.vocabularies.size(feature) + 1]).squeeze(1)
-            for feature, start in self.row_starts.items()
-        }
         widths = dict(zip(self.feature_names, self.widths.tolist()))
-        names = {feature: table for table, feature in self.table_features.items()}
-        gathered = gather_rows(
-            self.storage,
-            {names[feature]: rows for feature, rows in positions.items()},
-            {names[feature]: width for feature, width in widths.items()},
-            self.kept.device,
-        )
-        vocabularies = {}
-        for feature, rows in positions.items():
-            start, _ = self.vocabularies.spans[feature]
-            vocabularies[feature] = self.vocabularies.ids[start + rows[:-1]].cpu().numpy()
-        tables = {feature: gathered[names[feature]] for feature in self.feature_names}
+        vocabularies, tables = self.kept_tables(widths)
         return CompactOptEmbedLookup(self.spec, list(self.feature_names), self.full_bytes, vocabularies, widths, tables)
 
     @classmethod

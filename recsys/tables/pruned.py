@@ -46,7 +46,8 @@ from recsys.tables.budget import (
 from recsys.tables.full import FullLookup
 from recsys.tables.interface import MemoryReport
 from recsys.tables.jagged import in_order, join_parts, one_bag_per_value, sum_bags
-from recsys.tables.shards import gather_rows, row_norms
+from recsys.tables.kept_rows import KeptRowsLookup
+from recsys.tables.shards import row_norms
 from recsys.tables.spec import BudgetSpec
 
 
@@ -101,20 +102,14 @@ def scheduled_kept(progress: float, spec: PrunedSpec, vocabulary_ids: int, targe
     return target + round((vocabulary_ids - target) * (1 - through) ** 3)
 
 
-class PrunedLookup(FullLookup):
+class PrunedLookup(KeptRowsLookup):
     name = "pruned"
     spec_type = PrunedSpec
     compacts = True
 
     def __init__(self, spec: PrunedSpec, statistics: FeatureStatistics) -> None:
         super().__init__(spec, statistics)
-        sizes = [self.vocabularies.size(feature) for feature in self.feature_names]
-        starts = np.cumsum([0, *[size + 1 for size in sizes]])
-        self.row_starts = {feature: int(starts[index]) for index, feature in enumerate(self.feature_names)}
-        self.table_features = {config.name: config.feature_names[0] for config in self.configs}
-        self.vocabulary_ids = sum(sizes)
-        self.register_buffer("kept", torch.ones(int(starts[-1]), dtype=torch.bool))
-        self.register_buffer("oov_rows", torch.as_tensor(starts[1:] - 1, dtype=torch.int64), persistent=False)
+        self.vocabulary_ids = self.kept.numel() - len(self.feature_names)
         columns = {"feature": 1, "dimension": spec.embedding_dim, "none": 0}[spec.threshold]
         self.threshold = (
             nn.Parameter(torch.full((len(self.feature_names), columns), spec.threshold_init)) if columns else None
@@ -135,12 +130,6 @@ class PrunedLookup(FullLookup):
         if level.numel() > 1:
             level = level[columns]
         return shrink(vectors, level)
-
-    def kept_rows(self, feature: str, ids: torch.Tensor) -> torch.Tensor:
-        """Vocabulary rows of `ids`, pruned ones replaced by the feature's out-of-vocabulary row."""
-        rows = self.vocabularies.rows(feature, ids)
-        oov = self.vocabularies.size(feature)
-        return torch.where(self.kept[self.row_starts[feature] + rows], rows, oov)
 
     def forward(self, features: KeyedJaggedTensor) -> KeyedTensor:
         parts = [
@@ -223,25 +212,8 @@ class PrunedLookup(FullLookup):
         """Finish the schedule if it has not, then keep only the kept rows, thresholds applied."""
         if self.kept_ids() > self.target:
             self.prune_to(self.target)
-        positions = {
-            feature: torch.nonzero(self.kept[start : start + self.vocabularies.size(feature) + 1]).squeeze(1)
-            for feature, start in self.row_starts.items()
-        }
-        names = {feature: table for table, feature in self.table_features.items()}
-        gathered = gather_rows(
-            self.storage,
-            {names[feature]: rows for feature, rows in positions.items()},
-            {table: self.embedding_dim for table in self.table_features},
-            self.kept.device,
-        )
-        tables = {
-            feature: self.soft_threshold(gathered[names[feature]], index)
-            for index, feature in enumerate(self.feature_names)
-        }
-        vocabularies = {}
-        for feature, rows in positions.items():
-            start, _ = self.vocabularies.spans[feature]
-            vocabularies[feature] = self.vocabularies.ids[start + rows[:-1]].cpu().numpy()
+        vocabularies, rows = self.kept_tables({feature: self.embedding_dim for feature in self.feature_names})
+        tables = {feature: self.soft_threshold(rows[feature], index) for index, feature in enumerate(rows)}
         return CompactPrunedLookup(self.spec, list(self.feature_names), self.full_bytes, vocabularies, tables)
 
 
