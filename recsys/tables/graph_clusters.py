@@ -90,9 +90,9 @@ def cluster_to_rows(
     """The finest clustering (bisection on log resolution) whose two sides need at most `rows` rows in all.
 
     Every node alone needs one row per node: then no clustering is done. A graph of more parts
-    than rows (sparse, nearly random pairs) needs more rows at every resolution: then the clusters
-    of resolution 1 are packed into the rows whole, largest first (`packed`). At least two rows
-    (one a side) are always needed.
+    than rows (sparse, nearly random pairs) needs more rows at every resolution: it has no
+    communities to share rows at this budget, and its ids are packed into the rows by traffic
+    instead (`packed`). At least two rows (one a side) are always needed.
     """
     if rows < 2:
         raise ValueError(f"a bipartite clustering needs at least 2 rows, got {rows}")
@@ -114,7 +114,7 @@ def cluster_to_rows(
             high = middle
     if sum(best.rows) <= rows:
         return best
-    return packed(cluster_at(first, second, weights, 1.0, seed), rows)
+    return packed(first, second, weights, rows, seed)
 
 
 def singletons(first: np.ndarray, second: np.ndarray) -> BipartiteClusters:
@@ -123,28 +123,31 @@ def singletons(first: np.ndarray, second: np.ndarray) -> BipartiteClusters:
     return BipartiteClusters(first_ids, np.arange(len(first_ids)), second_ids, np.arange(len(second_ids)), math.inf)
 
 
-def packed(clusters: BipartiteClusters, rows: int) -> BipartiteClusters:
-    """Whole clusters packed into `rows` rows (shared by the sides as their clusters are), largest
-    cluster first into the emptiest row: for a graph of more parts than rows (sparse random pairs),
-    where even the lowest resolution needs more rows and merging parts would make one giant row."""
-    first_rows = max(1, min(clusters.rows[0], round(rows * clusters.rows[0] / sum(clusters.rows))))
-    second_rows = max(1, rows - first_rows)
-    return BipartiteClusters(
-        clusters.first_ids,
-        renumber(pack(clusters.first_clusters, first_rows)),
-        clusters.second_ids,
-        renumber(pack(clusters.second_clusters, second_rows)),
-        clusters.resolution,
-    )
+def packed(first: np.ndarray, second: np.ndarray, weights: np.ndarray, rows: int, seed: int) -> BipartiteClusters:
+    """Each side's ids packed into its share of `rows` (by id count), busiest id (edge weight) first
+    into the row of least traffic: for a graph of more parts than rows, where even the lowest
+    resolution needs more rows. Whole clusters are not packed: the small parts of such a graph are
+    single training clicks, and a click whose user and item land in matching rows would tell the
+    model its own label (with `edges = "clicks"`), which it learns and cannot use on new rows. Ids of
+    equal traffic go in an order drawn for each side, so a user and an item do not share a row
+    number because their ids sort alike."""
+    sides = [np.unique(ids, return_inverse=True) for ids in (first, second)]
+    first_rows = max(1, min(len(sides[0][0]), round(rows * len(sides[0][0]) / sum(len(ids) for ids, _ in sides))))
+    labels = [
+        renumber(pack(np.bincount(inverse, weights=weights, minlength=len(ids)), bins, seed + side))
+        for side, ((ids, inverse), bins) in enumerate(zip(sides, (first_rows, max(1, rows - first_rows))))
+    ]
+    return BipartiteClusters(sides[0][0], labels[0], sides[1][0], labels[1], math.nan)
 
 
-def pack(labels: np.ndarray, bins: int) -> np.ndarray:
-    """Each id's bin when clusters (by label) go, largest first, into the bin holding fewest ids."""
-    sizes = np.bincount(labels)
-    heap = [(0, index) for index in range(bins)]
-    bin_of = np.zeros(len(sizes), dtype=np.int64)
-    for cluster in np.argsort(-sizes, kind="stable"):
+def pack(loads: np.ndarray, bins: int, seed: int) -> np.ndarray:
+    """Each item's bin when items go, largest load first (ties in a random order), into the bin of
+    least load so far."""
+    heap = [(0.0, index) for index in range(bins)]
+    bin_of = np.zeros(len(loads), dtype=np.int64)
+    tie_break = np.random.default_rng(seed).permutation(len(loads))
+    for item in np.lexsort((tie_break, -loads)):
         load, index = heapq.heappop(heap)
-        bin_of[cluster] = index
-        heapq.heappush(heap, (load + int(sizes[cluster]), index))
-    return bin_of[labels]
+        bin_of[item] = index
+        heapq.heappush(heap, (load + float(loads[item]), index))
+    return bin_of

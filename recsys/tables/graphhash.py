@@ -20,7 +20,9 @@ Budget: like `hashing`, the bytes are water-filled over features (`exact_when_fi
 whose share holds its whole vocabulary maps ids exactly), or with `fallback = "full"` every other
 feature is exact and the graph pair takes what is left. The pair's two shares pay for the
 retrieval structures first; the rest is rows, and a bisection on the resolution finds the finest
-clustering with at most that many rows over both sides. The two fields are `fields`, else the two
+clustering with at most that many rows over both sides; a graph that no resolution fits (more
+separate parts than rows) has no communities to share at this budget, and its ids are packed into
+the rows busiest first, which spreads traffic more evenly than hashing. The two fields are `fields`, else the two
 features with the most ids. The clustering runs once per prepared cache and budget and is kept in
 the cache's `stats/graphhash/`.
 
@@ -63,7 +65,7 @@ from recsys.tables.spec import BudgetSpec
 from recsys.tables.vocabulary import Vocabularies
 
 CLUSTERS_DIRECTORY = "graphhash"
-CLUSTERING_VERSION = 2
+CLUSTERING_VERSION = 3
 START_BYTES = 4
 """Each cluster's first row, an int32."""
 
@@ -73,7 +75,9 @@ class GraphHashSpec(BudgetSpec):
     fields: tuple[str, ...] = ()
     """The two features of the graph (users, items); empty: the two with the most ids."""
     edges: Literal["clicks", "rows"] = "clicks"
-    """Which training rows join two ids: clicks only (interactions, as the paper's), or every row."""
+    """Which training rows join two ids: clicks only (interactions, as the paper's), or every row.
+    Clicks put a label into the map: a cluster made of few clicks tells the model those rows' labels
+    (on random pairs, a sure overfit); compare both on validation where the data is not user-item."""
     fallback: Literal["hashing", "full"] = "hashing"
     index_share: float = 0.5
     """At most this part of the pair's bytes goes to id -> cluster maps: past it, only the most

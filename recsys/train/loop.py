@@ -222,8 +222,21 @@ class Trainer:
         return {**metrics, **test}
 
     def search(self, epoch: int) -> dict[str, float]:
-        """Let the lookup search its architecture by validation AUC; after a search, validate what it chose."""
-        found = self.lookup.after_epoch(self.step / max(self.total_steps, 1), lambda: self.evaluate("val")["val/auc"])
+        """Let the lookup search its architecture by validation AUC (a bar counts the candidates scored
+        and shows the best so far); after a search, validate what it chose."""
+        bar = tqdm(desc="architecture search", unit="candidates", disable=not self.show_progress, leave=False, delay=1)
+        best = 0.0
+
+        def validation_auc() -> float:
+            nonlocal best
+            auc = self.evaluate("val")["val/auc"]
+            best = max(best, auc)
+            bar.update(1)
+            bar.set_postfix(best_val_auc=f"{best:.4f}")
+            return auc
+
+        found = self.lookup.after_epoch(self.step / max(self.total_steps, 1), validation_auc)
+        bar.close()
         return {**found, **self.evaluate("val")} if found else {}
 
     def decay_learning_rates(self) -> dict[str, float]:

@@ -156,11 +156,20 @@ def test_a_graph_of_more_parts_than_rows_is_packed_evenly_not_merged():
         assert np.bincount(labels).tolist() == [20] * 10  # at any resolution Louvain leaves 200 parts
 
 
-def test_the_largest_part_gets_a_row_of_its_own_when_parts_are_packed():
+def test_the_busiest_id_gets_a_row_of_its_own_when_ids_are_packed():
     users = np.concatenate([np.zeros(100, dtype=np.int64), np.arange(1, 101)])  # user 0 clicks 100 items
     items = np.concatenate([np.arange(1000, 1100), np.arange(2000, 2100)])  # then 100 separate pairs
     clusters = cluster_to_rows(users, items, np.ones(200), rows=22, seed=0)
-    assert sum(clusters.rows) <= 22
-    star_row = clusters.second_clusters[clusters.second_ids == 1000][0]
-    together = clusters.second_ids[clusters.second_clusters == star_row]
-    assert together.min() >= 1000 and together.max() < 1100  # no pair's item joins the star's row
+    assert clusters.rows == (7, 15)  # 101 users and 200 items share the 22 rows by id count
+    busiest_row = clusters.first_clusters[clusters.first_ids == 0][0]
+    assert (clusters.first_clusters == busiest_row).sum() == 1  # its 100 clicks, the others' 100 in 6 rows
+    assert np.bincount(clusters.first_clusters).tolist() == [17, 17, 17, 17, 16, 16, 1]  # 100 in 6 rows
+
+
+def test_packed_pairs_do_not_share_row_numbers_beyond_chance():
+    """A separate clicked pair whose user and item took the same row number would tell the model its
+    label: over 2,000 pairs in 40 + 40 rows, about 1 in 40 may (chance), not most."""
+    users, items = np.arange(2000), np.arange(2000) + 10_000
+    clusters = cluster_to_rows(users, items, np.ones(2000), rows=80, seed=0)
+    matching = (clusters.first_clusters == clusters.second_clusters).mean()  # ids sorted alike, pair k at k
+    assert clusters.rows == (40, 40) and matching < 3 / 40
