@@ -111,6 +111,8 @@ EXPORTED_TABLES = {
     "pruned": {"strategy": "pruned", "compression": 10, "prune_end": 0.5},
     "graphhash": {"strategy": "graphhash", "compression": 10},
     "optembed": {"strategy": "optembed", "compression": 10, "generations": 2, "population": 6, "parents": 3},
+    "robe": {"strategy": "robe", "compression": 10},
+    "tt": {"strategy": "tt", "compression": 10},
 }
 """A table spec per strategy: what export and serving are tested with."""
 

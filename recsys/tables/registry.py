@@ -20,7 +20,9 @@ from recsys.tables.mixed_dim import MixedDimLookup
 from recsys.tables.optembed import OptEmbedLookup
 from recsys.tables.pruned import PrunedLookup
 from recsys.tables.qr import QRLookup
+from recsys.tables.robe import RobeLookup
 from recsys.tables.spec import TableSpec
+from recsys.tables.tt import TTLookup
 from recsys.tables.unified import UnifiedLookup
 
 STRATEGIES: dict[str, type[LookupModule]] = {
@@ -32,6 +34,8 @@ STRATEGIES: dict[str, type[LookupModule]] = {
     PrunedLookup.name: PrunedLookup,
     GraphHashLookup.name: GraphHashLookup,
     OptEmbedLookup.name: OptEmbedLookup,
+    RobeLookup.name: RobeLookup,
+    TTLookup.name: TTLookup,
 }
 
 

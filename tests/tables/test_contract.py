@@ -128,6 +128,10 @@ def test_spec_survives_a_round_trip(spec):
 def test_init_std_draws_every_row_from_that_normal(spec, statistics):
     torch.manual_seed(5)
     lookup = build_lookup(spec_from_mapping({**spec.to_dict(), "init_std": 0.02}), statistics)
+    if spec.strategy == "tt":  # rows are products of core slices: the rows, not the cores, have that spread
+        vectors = lookup(single_id_batch(seen_ids(4000))).values()
+        assert abs(vectors.mean()) < 0.005 and 0.015 < vectors.std() < 0.025, vectors.std()
+        return
     factors = getattr(lookup, "plans", None) is not None and getattr(spec, "operation", None) == "mult"
     for name, table in lookup.storage.named_parameters():
         values = table.detach().flatten()

@@ -32,6 +32,8 @@ STRATEGIES = {
     "pruned": {"strategy": "pruned", "compression": 10, "prune_start": 0.2, "prune_end": 0.6, "updates": 4},
     "graphhash": {"strategy": "graphhash", "compression": 10, "edges": "rows"},
     "optembed": {"strategy": "optembed", "compression": 10, "generations": 2, "population": 6, "parents": 3},
+    "robe": {"strategy": "robe", "compression": 10},
+    "tt": {"strategy": "tt", "compression": 10},
     "pruned_beside_a_data_parallel_table": {
         "strategy": "pruned",
         "compression": 10,
@@ -46,6 +48,10 @@ to equal one process. Data-parallel tables train on all-reduced dense gradients 
 differs from one process's sums by ~1e-9. Adagrad's first step on a row is lr * g / rms(g), whose size
 does not depend on |g|: where a row's gradient nearly cancels, rounding decides its direction (2e-4
 in predictions here). The data-parallel path is compared with SGD, which does not amplify it."""
+SHARED_ROWS = {"tt"}
+"""Strategies whose rows each id of a batch reads (tensor-train cores): there exact Adagrad's first step
+meets gradients that nearly cancel in many elements, and the column shards' sums differ from one
+process's by rounding (7e-4 in predictions), so these are compared with SGD column-wise too."""
 
 
 def run_ranks(synthetic_cache, jobs: dict, directory: Path, processes: int = 2, timeout: int = 600) -> dict:
@@ -100,7 +106,11 @@ def differences(name: str, found: dict, expected: dict, tolerance: float = TOLER
 def test_two_ranks_train_like_one_process(synthetic_cache, tmp_path, sharding):
     optimizer = OPTIMIZERS.get(sharding, "rowwise_adagrad")
     jobs = {
-        name: {"tables": tables, "sharding": sharding, "sparse_optimizer": optimizer}
+        name: {
+            "tables": tables,
+            "sharding": sharding,
+            "sparse_optimizer": "sgd" if name in SHARED_ROWS and sharding == "column_wise" else optimizer,
+        }
         for name, tables in STRATEGIES.items()
     }
     sharded = run_ranks(synthetic_cache, jobs, tmp_path)

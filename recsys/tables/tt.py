@@ -1,0 +1,247 @@
+"""`tt`: each large feature's table as a tensor train, a chain of small cores (TT-Rec).
+
+Yin, Acun, Wu and Liu, "TT-Rec: Tensor Train Compression for Deep Learning Recommendation Model
+Embeddings", MLSys 2021. A table of n rows and d columns, n <= n_1 n_2 n_3 and d = d_1 d_2 d_3, is
+never stored: row i, written in mixed radix as digits (i_1, i_2, i_3), is the product of one slice
+of each core,
+
+    T[i] = G_1[i_1] G_2[i_2] G_3[i_3]     G_k[i_k]: an r_{k-1} x (d_k r_k) matrix, r_0 = r_3 = 1
+    row 977 of n = 50 x 50 x 50, d = 4 x 2 x 2, rank 8:   digits (0, 19, 27)
+    [1 x 4*8] @ [8 x 2*8] @ [8 x 2*1]  ->  4 x 2 x 2 = 16 floats
+
+so memory is sum_k n_k r_{k-1} d_k r_k floats instead of n d: about 3 n^(1/3) r^2 d^(1/3).
+
+Each core is a torchrec table of n_k rows (r_{k-1} d_k r_k wide, a multiple of 4 because ranks
+are), so cores shard, train with fbgemm's fused optimizers and quantize like every table; each
+id reads one row of each, one bag per value, and bags are summed after the product (the product
+is not linear in the cores). Raw ids are hashed into the n virtual rows (`space` times the
+feature's ids), which needs no index: the paper's ids are already numbered 0..n-1.
+
+Budget: water-filled over features as `hashing` does; a feature whose share holds its whole
+vocabulary is exact (a full table and its 8-byte-per-id index), the others take the largest rank
+(a multiple of 4, at most `max_rank`) whose cores fit their share; where even rank 4 does not, the
+virtual rows shrink until it does. Ranks move in steps, so a budget is not filled exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torchrec.modules.embedding_configs import EmbeddingBagConfig
+from torchrec.modules.embedding_modules import EmbeddingBagCollection
+from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
+
+from recsys.data.stats import FeatureStatistics
+from recsys.tables.budget import FLOAT_BYTES, exact_bytes, feature_shares, full_rows
+from recsys.tables.hashes import derive_salt, feature_key, hash_ids
+from recsys.tables.interface import LookupModule
+from recsys.tables.jagged import in_order, join_parts, one_bag_per_value, sum_bags
+from recsys.tables.spec import DIM_MULTIPLE, BudgetSpec
+from recsys.tables.vocabulary import Vocabularies
+
+DEFAULT_VECTOR_STD = 0.01
+"""Without `init_std`, cores start so that the rows they make have about this spread."""
+
+
+@dataclass(frozen=True)
+class TTSpec(BudgetSpec):
+    cores: int = 3
+    max_rank: int = 64
+    """The largest TT rank a feature may take (a multiple of 4)."""
+    space: float = 2.0
+    """Virtual rows per id of a feature (hashed into them): more rows, fewer collisions, cores grow as the cube root."""
+    seed: int = 0
+    exact_when_fits: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.rows is not None:
+            raise ValueError("tt is sized by compression or bytes (ranks follow from them), not rows")
+        if not 2 <= self.cores <= 4:
+            raise ValueError(f"cores must be 2, 3 or 4, got {self.cores}")
+        if self.max_rank < DIM_MULTIPLE or self.max_rank % DIM_MULTIPLE:
+            raise ValueError(f"max_rank must be a positive multiple of {DIM_MULTIPLE}, got {self.max_rank}")
+        if self.space <= 0:
+            raise ValueError(f"space must be positive, got {self.space}")
+
+
+@dataclass(frozen=True)
+class TrainShape:
+    """One feature's tensor train: row factors n_k, column factors d_k and the rank between cores."""
+
+    row_factors: tuple[int, ...]
+    column_factors: tuple[int, ...]
+    rank: int
+
+    @property
+    def ranks(self) -> list[int]:
+        """r_0 .. r_K: 1 at both ends."""
+        return [1, *[self.rank] * (len(self.row_factors) - 1), 1]
+
+    def widths(self) -> list[int]:
+        """Columns of each core's table: r_{k-1} d_k r_k."""
+        ranks = self.ranks
+        return [ranks[k] * self.column_factors[k] * ranks[k + 1] for k in range(len(self.row_factors))]
+
+    def floats(self) -> int:
+        return sum(rows * width for rows, width in zip(self.row_factors, self.widths()))
+
+    @property
+    def rows(self) -> int:
+        """Virtual rows: the product of the row factors."""
+        return math.prod(self.row_factors)
+
+
+def balanced_factors(value: int, parts: int) -> tuple[int, ...]:
+    """`value` as `parts` factors as equal as its prime factors allow, largest first (16, 3 -> 4, 2, 2)."""
+    primes, remaining, candidate = [], value, 2
+    while remaining > 1:
+        while remaining % candidate == 0:
+            primes.append(candidate)
+            remaining //= candidate
+        candidate += 1
+    factors = [1] * parts
+    for prime in sorted(primes, reverse=True):
+        factors[factors.index(min(factors))] *= prime
+    return tuple(sorted(factors, reverse=True))
+
+
+def row_factors(rows: int, parts: int) -> tuple[int, ...]:
+    """The smallest equal factors whose product covers `rows`: ceil(rows^(1/parts)) each."""
+    side = max(1, math.ceil(rows ** (1 / parts) - 1e-9))
+    while side**parts < rows:
+        side += 1
+    return tuple([side] * parts)
+
+
+def fit_train(spec: TTSpec, cardinality: int, share: int) -> TrainShape:
+    """The largest rank whose cores fit `share` bytes, shrinking the virtual rows if rank 4 does not fit."""
+    columns = balanced_factors(spec.embedding_dim, spec.cores)
+    rows = max(2, math.ceil(spec.space * full_rows(cardinality)))
+    while True:
+        factors = row_factors(rows, spec.cores)
+        fitting = [
+            TrainShape(factors, columns, rank)
+            for rank in range(DIM_MULTIPLE, spec.max_rank + 1, DIM_MULTIPLE)
+            if TrainShape(factors, columns, rank).floats() * FLOAT_BYTES <= share
+        ]
+        if fitting:
+            return fitting[-1]
+        if factors[0] <= 2:
+            raise ValueError(
+                f"tt: a share of {share:,} bytes does not hold rank-{DIM_MULTIPLE} cores even over "
+                f"{rows} virtual rows; give a lower compression"
+            )
+        rows = (factors[0] - 1) ** spec.cores
+
+
+class TTLookup(LookupModule):
+    name = "tt"
+    spec_type = TTSpec
+    fills_budget = False  # ranks move in steps of 4
+
+    def __init__(self, spec: TTSpec, statistics: FeatureStatistics) -> None:
+        super().__init__(spec, statistics)
+        cardinalities = statistics.cardinalities
+        shares = feature_shares(cardinalities, spec.embedding_dim, spec.compression, spec.bytes, self.full_bytes)
+        exact = [
+            feature
+            for feature in self.feature_names
+            if spec.exact_when_fits and shares[feature] >= exact_bytes(cardinalities[feature], spec.embedding_dim)
+        ]
+        self.vocabularies = Vocabularies({feature: statistics.vocabulary(feature, 1) for feature in exact})
+        self.trains = {
+            feature: fit_train(spec, cardinalities[feature], shares[feature])
+            for feature in self.feature_names
+            if feature not in exact
+        }
+        self.salts = {feature: derive_salt(spec.seed, feature_key(feature)) for feature in self.trains}
+        self.configs = [
+            EmbeddingBagConfig(
+                name=f"tt_{feature}",
+                embedding_dim=spec.embedding_dim,
+                num_embeddings=full_rows(cardinalities[feature]),
+                feature_names=[feature],
+            )
+            for feature in exact
+        ] + [
+            EmbeddingBagConfig(
+                name=f"tt_{feature}_core{core}",
+                embedding_dim=width,
+                num_embeddings=rows,
+                feature_names=[self.core_name(feature, core)],
+            )
+            for feature, train in self.trains.items()
+            for core, (rows, width) in enumerate(zip(train.row_factors, train.widths()))
+        ]
+        self.storage = EmbeddingBagCollection(tables=self.configs)
+        self.initialize_cores(DEFAULT_VECTOR_STD)
+
+    @staticmethod
+    def core_name(feature: str, core: int) -> str:
+        return f"{feature}/core{core}"
+
+    @torch.no_grad()
+    def initialize_tables(self, std: float) -> None:
+        """Exact tables from normal(0, std), cores so that the rows they multiply into have spread `std`."""
+        for config in self.configs:
+            if config.feature_names[0] in self.vocabularies.spans:
+                self.storage.embedding_bags[config.name].weight.normal_(0.0, std)
+        self.initialize_cores(std)
+
+    @torch.no_grad()
+    def initialize_cores(self, std: float) -> None:
+        """Cores from normal(0, s) with s^(2K) r^(K-1) = std^2: a product of K slices sums r^(K-1) terms of
+        K factors each, so its entries have spread `std` (TT-Rec's sampled Gaussian initialisation)."""
+        for feature, train in self.trains.items():
+            cores = len(train.row_factors)
+            spread = (std**2 / train.rank ** (cores - 1)) ** (1 / (2 * cores))
+            for core in range(cores):
+                self.storage.embedding_bags[f"tt_{feature}_core{core}"].weight.normal_(0.0, spread)
+
+    def digits(self, feature: str, ids: torch.Tensor) -> list[torch.Tensor]:
+        """Each id's virtual row (hashed), as one digit per core, most significant first."""
+        train = self.trains[feature]
+        remaining = hash_ids(ids, self.salts[feature], train.rows)
+        digits = []
+        for base in reversed(train.row_factors):
+            digits.append(remaining % base)
+            remaining = remaining // base
+        return digits[::-1]
+
+    def storage_parts(self, features: KeyedJaggedTensor):
+        """(storage key, rows, lengths) of every table read, and the features' own lengths."""
+        parts, lengths = [], {}
+        for feature, ids, feature_lengths in in_order(features, self.feature_names):
+            lengths[feature] = feature_lengths
+            if feature in self.trains:
+                digits = self.digits(feature, ids)
+                parts += [(self.core_name(feature, core), digit, feature_lengths) for core, digit in enumerate(digits)]
+            else:
+                parts.append((feature, self.vocabularies.rows(feature, ids), feature_lengths))
+        return parts, lengths
+
+    def forward(self, features: KeyedJaggedTensor) -> KeyedTensor:
+        parts, lengths = self.storage_parts(features)
+        single = all(bool(part_lengths.eq(1).all()) for _, _, part_lengths in parts)
+        storage_input = join_parts(parts, features.stride()) if single else one_bag_per_value(parts)
+        per_value = self.storage(storage_input).to_dict()
+        vectors = []
+        for feature in self.feature_names:
+            count = int(lengths[feature].sum())
+            rows = self.train_rows(feature, per_value, count) if feature in self.trains else per_value[feature][:count]
+            vectors.append(rows if single else sum_bags(rows, lengths[feature]))
+        return KeyedTensor.from_tensor_list(self.feature_names, vectors)
+
+    def train_rows(self, feature: str, per_value: dict[str, torch.Tensor], count: int) -> torch.Tensor:
+        """[count, dim] rows of a tensor-train feature: its core slices multiplied left to right."""
+        train = self.trains[feature]
+        ranks, columns = train.ranks, train.column_factors
+        product = per_value[self.core_name(feature, 0)][:count].reshape(count, columns[0], ranks[1])
+        for core in range(1, len(train.row_factors)):
+            slices = per_value[self.core_name(feature, core)][:count]
+            slices = slices.reshape(count, ranks[core], columns[core] * ranks[core + 1])
+            product = torch.bmm(product, slices).reshape(count, math.prod(columns[: core + 1]), ranks[core + 1])
+        return product.reshape(count, self.embedding_dim)
