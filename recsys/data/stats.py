@@ -71,7 +71,8 @@ class FeatureStatistics:
 
     def co_occurrences(self, first: str, second: str, clicks_only: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(first ids, second ids, rows) of every id pair seen together in a training row (of a click only,
-        with `clicks_only`), in no set order: the edges of the two features' graph."""
+        with `clicks_only`), sorted by first id then second: the edges of the two features' graph, in one
+        order each time, so a clustering of them is the same each time."""
         for feature in (first, second):
             self.frequencies(feature)  # the same error for an unknown feature
         if self._rows:
@@ -96,7 +97,7 @@ def pair_counts(
             raise ValueError(f"feature {feature!r} holds bags of ids; a co-occurrence graph needs one id per row")
     if clicks_only:
         rows = rows.filter(pl.col("label") > 0.5)
-    counts = rows.group_by([first, second]).agg(pl.len().alias("rows")).collect()
+    counts = rows.group_by([first, second]).agg(pl.len().alias("rows")).sort([first, second]).collect()
     return counts[first].to_numpy(), counts[second].to_numpy(), counts["rows"].to_numpy()
 
 

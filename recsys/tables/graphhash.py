@@ -205,11 +205,15 @@ def pair_clusters(
         "nodes": [len(np.unique(ids)) for ids in (first, second)],
         "seed": spec.seed,
         "version": CLUSTERING_VERSION,
+        "graph": graph_digest(first, second, weights),
     }
     name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     if name not in statistics.derived:
-        statistics.derived[name] = cached(
-            statistics.directory, name, lambda: cluster_to_rows(first, second, weights, int(rows), spec.seed)
+        statistics.derived[name] = remembered(
+            name,
+            lambda: cached(
+                statistics.directory, name, lambda: cluster_to_rows(first, second, weights, int(rows), spec.seed)
+            ),
         )
     clusters = statistics.derived[name]
     index = sum(count * slot_dtype(side - 1).itemsize for count, side in zip(slots, clusters.rows))
@@ -235,6 +239,29 @@ def busiest_edges(
         kept[np.argsort(-strength, kind="stable")[: max(1, int(fraction * len(unique)))]] = True
         keep &= kept[inverse]
     return first[keep], second[keep], weights[keep]
+
+
+def graph_digest(first: np.ndarray, second: np.ndarray, weights: np.ndarray) -> str:
+    """A digest of the edges, so a clustering is reused only for the very same graph."""
+    digest = hashlib.sha256()
+    for array in (first, second, weights):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()[:16]
+
+
+REMEMBERED: dict[str, BipartiteClusters] = {}
+"""The clusterings this process made or read, by key: lookups rebuilt in one process (a sweep's
+seeds, a replayed record, statistics without a cache directory) cluster a graph once."""
+REMEMBERED_MOST = 16
+
+
+def remembered(name: str, compute) -> BipartiteClusters:
+    """`compute()` once per process and key (the oldest forgotten past `REMEMBERED_MOST`)."""
+    if name not in REMEMBERED:
+        if len(REMEMBERED) >= REMEMBERED_MOST:
+            REMEMBERED.pop(next(iter(REMEMBERED)))
+        REMEMBERED[name] = compute()
+    return REMEMBERED[name]
 
 
 def cached(directory: Path | None, name: str, compute) -> BipartiteClusters:

@@ -130,9 +130,10 @@ def fit_train(spec: TTSpec, cardinality: int, share: int) -> TrainShape:
         if fitting:
             return fitting[-1]
         if factors[0] <= 2:
+            least = TrainShape(factors, columns, DIM_MULTIPLE).floats() * FLOAT_BYTES
             raise ValueError(
-                f"tt: a share of {share:,} bytes does not hold rank-{DIM_MULTIPLE} cores even over "
-                f"{rows} virtual rows; give a lower compression"
+                f"tt needs at least {least:,} bytes per compressed feature (rank-{DIM_MULTIPLE} cores over "
+                f"{rows} virtual rows), more than a share of {share:,}; give a lower compression"
             )
         rows = (factors[0] - 1) ** spec.cores
 

@@ -126,6 +126,8 @@ def test_co_occurrences_of_a_prepared_cache_match_a_numpy_count(bag_cache):
             expected[(user, movie)] = expected.get((user, movie), 0) + 1
         first, second, counts = bag_cache.statistics().co_occurrences("userId", "movieId", clicks_only)
         assert dict(zip(zip(first.tolist(), second.tolist()), counts.tolist())) == expected
+        pairs = list(zip(first.tolist(), second.tolist()))
+        assert pairs == sorted(pairs)  # one order each time, so clusterings of them repeat
     with pytest.raises(ValueError, match="bags of ids"):
         bag_cache.statistics().co_occurrences("userId", "genres", clicks_only=False)
 
@@ -134,6 +136,7 @@ def test_clustering_is_made_once_per_cache(bag_cache, monkeypatch):
     spec = spec_from_mapping(
         {"strategy": "graphhash", "embedding_dim": 8, "compression": 4, "fields": ["userId", "movieId"]}
     )
+    monkeypatch.setattr(graphhash_module, "REMEMBERED", {})  # nothing from earlier tests in this process
     first = build_lookup(spec, bag_cache.statistics())
     assert list((bag_cache.path / "stats" / "graphhash").glob("*.npz"))
 
@@ -141,11 +144,28 @@ def test_clustering_is_made_once_per_cache(bag_cache, monkeypatch):
         raise AssertionError("the saved clustering should have been read")
 
     monkeypatch.setattr(graphhash_module, "cluster_to_rows", refuse)
+    monkeypatch.setattr(graphhash_module, "REMEMBERED", {})  # as a new process: only the file holds it
     second = build_lookup(spec, bag_cache.statistics())
     second_buffers = dict(second.named_buffers())
     assert first.rows == second.rows and len(second_buffers) >= 2
     for name, buffer in first.named_buffers():
         torch.testing.assert_close(second_buffers[name], buffer, rtol=0, atol=0)
+
+
+def test_one_process_clusters_a_graph_once_and_another_graph_anew(monkeypatch):
+    monkeypatch.setattr(graphhash_module, "REMEMBERED", {})
+    spec = graphhash_spec(compression=4)
+    first = build_lookup(spec, interaction_statistics(seed=0))
+    made = []
+    monkeypatch.setattr(graphhash_module, "cluster_to_rows", lambda *arguments: made.append(1) or first_clusters())
+
+    def first_clusters():
+        raise AssertionError("the same graph was clustered twice")
+
+    second = build_lookup(spec, interaction_statistics(seed=0))  # new statistics, no directory, same graph
+    assert first.rows == second.rows and not made
+    with pytest.raises(AssertionError, match="clustered twice"):
+        build_lookup(spec, interaction_statistics(seed=1))  # another graph is clustered, not served the first's
 
 
 def test_a_graph_of_more_parts_than_rows_is_packed_evenly_not_merged():
