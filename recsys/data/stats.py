@@ -31,8 +31,6 @@ class FeatureStatistics:
     _frequencies: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
     _rows: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     """The training rows themselves, column by column, where they are held in memory."""
-    derived: dict = field(default_factory=dict, repr=False)
-    """What strategies computed from these statistics (clusterings), by their own keys: made once."""
 
     @classmethod
     def from_ids(cls, ids_by_feature: dict[str, np.ndarray], labels: np.ndarray | None = None) -> FeatureStatistics:

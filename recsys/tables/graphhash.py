@@ -22,8 +22,8 @@ feature is exact and the graph pair takes what is left. The pair's two shares pa
 retrieval structures first; the rest is rows, and a bisection on the resolution finds the finest
 clustering with at most that many rows over both sides; a graph that no resolution fits (more
 separate parts than rows) has no communities to share at this budget, and its ids are packed into
-the rows busiest first, which spreads traffic more evenly than hashing. The two fields are `fields`, else the two
-features with the most ids. The clustering runs once per prepared cache and budget and is kept in
+the rows busiest first, which spreads traffic more evenly than hashing. The two fields are
+`fields`, else the two features with the most ids. The clustering runs once per prepared cache and budget and is kept in
 the cache's `stats/graphhash/`.
 
 Memory: sum_f rows_f * dim * 4 bytes, plus 8 bytes per id of exact features, plus the retrieval
@@ -208,14 +208,11 @@ def pair_clusters(
         "graph": graph_digest(first, second, weights),
     }
     name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    if name not in statistics.derived:
-        statistics.derived[name] = remembered(
-            name,
-            lambda: cached(
-                statistics.directory, name, lambda: cluster_to_rows(first, second, weights, int(rows), spec.seed)
-            ),
-        )
-    clusters = statistics.derived[name]
+
+    def cluster() -> BipartiteClusters:
+        return cluster_to_rows(first, second, weights, int(rows), spec.seed)
+
+    clusters = remembered(name, lambda: cached(statistics.directory, name, cluster))
     index = sum(count * slot_dtype(side - 1).itemsize for count, side in zip(slots, clusters.rows))
     index += (sum(clusters.rows) + 2) * START_BYTES
     return clusters, (pair_bytes - index) // row_bytes - sum(clusters.rows)

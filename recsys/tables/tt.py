@@ -38,6 +38,7 @@ from recsys.tables.budget import FLOAT_BYTES, exact_bytes, feature_shares, full_
 from recsys.tables.hashes import derive_salt, feature_key, hash_ids
 from recsys.tables.interface import LookupModule
 from recsys.tables.jagged import in_order, join_parts, one_bag_per_value, sum_bags
+from recsys.tables.qr import mixed_radix_digits
 from recsys.tables.spec import DIM_MULTIPLE, BudgetSpec
 from recsys.tables.vocabulary import Vocabularies
 
@@ -205,12 +206,8 @@ class TTLookup(LookupModule):
     def digits(self, feature: str, ids: torch.Tensor) -> list[torch.Tensor]:
         """Each id's virtual row (hashed), as one digit per core, most significant first."""
         train = self.trains[feature]
-        remaining = hash_ids(ids, self.salts[feature], train.rows)
-        digits = []
-        for base in reversed(train.row_factors):
-            digits.append(remaining % base)
-            remaining = remaining // base
-        return digits[::-1]
+        virtual = hash_ids(ids, self.salts[feature], train.rows)
+        return mixed_radix_digits(virtual, train.row_factors[::-1])[::-1]
 
     def storage_parts(self, features: KeyedJaggedTensor):
         """(storage key, rows, lengths) of every table read, and the features' own lengths."""
