@@ -113,6 +113,7 @@ EXPORTED_TABLES = {
     "optembed": {"strategy": "optembed", "compression": 10, "generations": 2, "population": 6, "parents": 3},
     "robe": {"strategy": "robe", "compression": 10},
     "tt": {"strategy": "tt", "compression": 10},
+    "dhe": {"strategy": "dhe", "compression": 100},
 }
 """A table spec per strategy: what export and serving are tested with."""
 

@@ -8,6 +8,8 @@ remapping in front (hashes, vocabularies, QR's factors, mixed-dim projections) s
     int8:  per row, uint8 codes plus an fp16 scale and bias (4 bytes), the row padded to 4 bytes
     fp16:  the row in half precision, padded to 4 bytes
 
+`dhe` has no table (its decoder is a dense network): it is served in fp32 only.
+
 Quantizing is lossy; the export measures what it costs in test AUC (see `recsys.export.quantization`).
 This is the tables' serving form, so it lives with the tables: export writes it, serving loads it.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import torch
 from torch.ao.quantization import PlaceholderObserver, QConfig
+from torchrec.modules.embedding_modules import EmbeddingBagCollection
 from torchrec.quant.embedding_modules import MODULE_ATTR_ROW_ALIGNMENT_INT
 from torchrec.quant.embedding_modules import EmbeddingBagCollection as QuantizedEmbeddingBagCollection
 
@@ -37,6 +40,10 @@ def quantize_lookup(lookup: LookupModule, precision: str) -> LookupModule:
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; one of {', '.join(PRECISIONS)}")
     storage = lookup.storage
+    if not isinstance(storage, EmbeddingBagCollection):
+        if precision == "fp32":
+            return lookup
+        raise ValueError(f"{lookup.name} has no table to quantize to {precision}: export it without --quantize (fp32)")
     storage.qconfig = QConfig(
         activation=PlaceholderObserver.with_args(dtype=torch.float32),
         weight=PlaceholderObserver.with_args(dtype=PRECISIONS[precision]),

@@ -12,6 +12,7 @@ from typing import Any
 
 from recsys.config import ConfigError, from_mapping, read_toml
 from recsys.data.stats import FeatureStatistics
+from recsys.tables.dhe import DHELookup
 from recsys.tables.full import FullLookup
 from recsys.tables.graphhash import GraphHashLookup
 from recsys.tables.hashing import HashingLookup
@@ -36,6 +37,7 @@ STRATEGIES: dict[str, type[LookupModule]] = {
     OptEmbedLookup.name: OptEmbedLookup,
     RobeLookup.name: RobeLookup,
     TTLookup.name: TTLookup,
+    DHELookup.name: DHELookup,
 }
 
 

@@ -34,6 +34,7 @@ STRATEGIES = {
     "optembed": {"strategy": "optembed", "compression": 10, "generations": 2, "population": 6, "parents": 3},
     "robe": {"strategy": "robe", "compression": 10},
     "tt": {"strategy": "tt", "compression": 10},
+    "dhe": {"strategy": "dhe", "compression": 100},
     "pruned_beside_a_data_parallel_table": {
         "strategy": "pruned",
         "compression": 10,
