@@ -114,6 +114,7 @@ EXPORTED_TABLES = {
     "robe": {"strategy": "robe", "compression": 10},
     "tt": {"strategy": "tt", "compression": 10},
     "dhe": {"strategy": "dhe", "compression": 100},
+    "cce": {"strategy": "cce", "compression": 10},
 }
 """A table spec per strategy: what export and serving are tested with."""
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from recsys.config import ConfigError, from_mapping, read_toml
 from recsys.data.stats import FeatureStatistics
+from recsys.tables.cce import CCELookup
 from recsys.tables.dhe import DHELookup
 from recsys.tables.full import FullLookup
 from recsys.tables.graphhash import GraphHashLookup
@@ -38,6 +39,7 @@ STRATEGIES: dict[str, type[LookupModule]] = {
     RobeLookup.name: RobeLookup,
     TTLookup.name: TTLookup,
     DHELookup.name: DHELookup,
+    CCELookup.name: CCELookup,
 }
 
 

@@ -110,11 +110,13 @@ def row_norms(
 def gather_rows(
     storage: nn.Module, rows: dict[str, torch.Tensor], widths: dict[str, int], device: torch.device
 ) -> dict[str, torch.Tensor]:
-    """The rows `rows[table]` of each table, their first `widths[table]` columns, whole on every rank
+    """The rows `rows[table]` of each table named, their first `widths[table]` columns, whole on every rank
     (on `device`, where ranks sum them)."""
     gathered = {table: torch.zeros(len(wanted), widths[table], device=device) for table, wanted in rows.items()}
     pieces, sharded = pieces_once(storage)
     for piece in pieces:
+        if piece.table not in rows:
+            continue
         wanted = rows[piece.table]
         inside = (wanted >= piece.row_offset) & (wanted < piece.row_offset + piece.weights.shape[0])
         end = min(piece.column_offset + piece.weights.shape[1], widths[piece.table])
@@ -126,3 +128,17 @@ def gather_rows(
         for table in gathered.values():
             sum_over_ranks(table)
     return gathered
+
+
+def write_rows(storage: nn.Module, table: str, rows: torch.Tensor, values: torch.Tensor) -> None:
+    """Set rows `rows` of `table` to `values` [len(rows), dim] in every piece this process holds.
+
+    Every rank must pass the same rows and values; each writes the block of them its pieces cover.
+    """
+    for piece in table_pieces(storage):
+        if piece.table != table:
+            continue
+        inside = (rows >= piece.row_offset) & (rows < piece.row_offset + piece.weights.shape[0])
+        columns = slice(piece.column_offset, piece.column_offset + piece.weights.shape[1])
+        local = (rows[inside] - piece.row_offset).to(piece.weights.device)
+        piece.weights[local] = values[inside][:, columns].to(piece.weights.device, piece.weights.dtype)

@@ -35,6 +35,7 @@ STRATEGIES = {
     "robe": {"strategy": "robe", "compression": 10},
     "tt": {"strategy": "tt", "compression": 10},
     "dhe": {"strategy": "dhe", "compression": 100},
+    "cce": {"strategy": "cce", "compression": 10},
     "pruned_beside_a_data_parallel_table": {
         "strategy": "pruned",
         "compression": 10,
