@@ -115,6 +115,7 @@ EXPORTED_TABLES = {
     "tt": {"strategy": "tt", "compression": 10},
     "dhe": {"strategy": "dhe", "compression": 100},
     "cce": {"strategy": "cce", "compression": 10},
+    "managed": {"strategy": "managed", "compression": 10, "eviction_interval": 5},
 }
 """A table spec per strategy: what export and serving are tested with."""
 

@@ -6,9 +6,10 @@ included) to a KeyedTensor of pooled vectors, one `embedding_dim` vector per fea
     ids (KJT)  --remap in front (hash, vocabulary, ...)-->  storage rows (KJT)
                --torchrec EmbeddingBagCollection `storage`-->  pooled KeyedTensor
 
-Storage is always torchrec `EmbeddingBagCollection`s in the attribute `storage`, so
+Storage is torchrec `EmbeddingBagCollection`s in the attribute `storage`, so
 DistributedModelParallel shards it, fbgemm's fused optimizers train it and torchrec's quantized
-modules serve it, unchanged for every strategy.
+modules serve it, unchanged for every strategy. The one exception is `dhe`, which has no table:
+its `storage` is a dense decoder, replicated by DMP and trained by the dense optimizer.
 """
 
 from __future__ import annotations

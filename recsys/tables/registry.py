@@ -18,6 +18,7 @@ from recsys.tables.full import FullLookup
 from recsys.tables.graphhash import GraphHashLookup
 from recsys.tables.hashing import HashingLookup
 from recsys.tables.interface import LookupModule
+from recsys.tables.managed import ManagedLookup
 from recsys.tables.mixed_dim import MixedDimLookup
 from recsys.tables.optembed import OptEmbedLookup
 from recsys.tables.pruned import PrunedLookup
@@ -40,6 +41,7 @@ STRATEGIES: dict[str, type[LookupModule]] = {
     TTLookup.name: TTLookup,
     DHELookup.name: DHELookup,
     CCELookup.name: CCELookup,
+    ManagedLookup.name: ManagedLookup,
 }
 
 

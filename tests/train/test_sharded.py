@@ -36,6 +36,7 @@ STRATEGIES = {
     "tt": {"strategy": "tt", "compression": 10},
     "dhe": {"strategy": "dhe", "compression": 100},
     "cce": {"strategy": "cce", "compression": 10},
+    "managed": {"strategy": "managed", "compression": 10, "eviction_interval": 5},
     "pruned_beside_a_data_parallel_table": {
         "strategy": "pruned",
         "compression": 10,
@@ -50,8 +51,9 @@ to equal one process. Data-parallel tables train on all-reduced dense gradients 
 differs from one process's sums by ~1e-9. Adagrad's first step on a row is lr * g / rms(g), whose size
 does not depend on |g|: where a row's gradient nearly cancels, rounding decides its direction (2e-4
 in predictions here). The data-parallel path is compared with SGD, which does not amplify it."""
-SHARED_ROWS = {"tt"}
-"""Strategies whose rows each id of a batch reads (tensor-train cores): there exact Adagrad's first step
+SHARED_ROWS = {"tt", "managed"}
+"""Strategies whose rows many ids of a batch read (tensor-train cores, managed tables' shared row before
+ids are admitted): there exact Adagrad's first step
 meets gradients that nearly cancel in many elements, and the column shards' sums differ from one
 process's by rounding (7e-4 in predictions), so these are compared with SGD column-wise too."""
 
