@@ -6,7 +6,7 @@ fused fbgemm kernels), and timed on the same batches of 4096 rows x 26 features,
 A strategy whose serving form differs (`pruned`) is timed in both forms.
 Rounds alternate between strategies so machine noise hits them alike.
 
-    python benchmarks/bench_lookup.py [--compression 10] [--batches 10] [--rounds 5]
+    python benchmarks/bench_lookup.py [--compression 10] [--batches 10] [--rounds 5] [--strategies tt,robe]
 """
 
 from __future__ import annotations
@@ -40,12 +40,16 @@ def main() -> None:
     parser.add_argument("--compression", default="10", help="which presets: tables/<strategy>-<this>x*.toml")
     parser.add_argument("--batches", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--strategies", help="comma-separated strategies to time beside full (default: every preset)")
     arguments = parser.parse_args()
     ensure_process_group()
     cache = synthetic_cache(arguments.rows)
     statistics_ = cache.statistics()
     batches = [batch.sparse for _, batch in zip(range(arguments.batches), BatchLoader(cache, "train", BATCH, True))]
     presets = [TABLES / "full.toml", *sorted(TABLES.glob(f"*-{arguments.compression}x*.toml"))]
+    if arguments.strategies:
+        wanted = set(arguments.strategies.split(","))
+        presets = [path for path in presets if path.stem == "full" or path.stem.split("-")[0] in wanted]
     lookups = {}
     for path in presets:
         torch.manual_seed(0)

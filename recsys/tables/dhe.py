@@ -133,8 +133,13 @@ class DHELookup(LookupModule):
         return sum(parameter.numel() * FLOAT_BYTES for parameter in self.storage.parameters())
 
     def forward(self, features: KeyedJaggedTensor) -> KeyedTensor:
+        """Decode each feature's distinct ids once (a batch repeats popular ids), then pool the bags."""
         parts = in_order(features, self.feature_names)
-        codes = torch.cat([self.code(feature, ids) for feature, ids, _ in parts])
-        vectors = self.storage(codes).split([ids.numel() for _, ids, _ in parts])
-        pooled = [sum_bags(rows, lengths) for rows, (_, _, lengths) in zip(vectors, parts)]
+        distinct = [torch.unique(ids, return_inverse=True) for _, ids, _ in parts]
+        codes = torch.cat([self.code(feature, ids) for (feature, _, _), (ids, _) in zip(parts, distinct)])
+        decoded = self.storage(codes).split([ids.numel() for ids, _ in distinct])
+        pooled = [
+            sum_bags(vectors[positions], lengths)
+            for vectors, (_, positions), (_, _, lengths) in zip(decoded, distinct, parts)
+        ]
         return KeyedTensor.from_tensor_list(self.feature_names, pooled)

@@ -11,9 +11,10 @@ of each core,
 
 so memory is sum_k n_k r_{k-1} d_k r_k floats instead of n d: about 3 n^(1/3) r^2 d^(1/3).
 
-Each core is a torchrec table of n_k rows (r_{k-1} d_k r_k wide, a multiple of 4 because ranks
-are), so cores shard, train with fbgemm's fused optimizers and quantize like every table; each
-id reads one row of each, one bag per value, and bags are summed after the product (the product
+Each core is a torchrec table, so cores shard, train with fbgemm's fused optimizers and quantize
+like every table: a slice is r_{k-1} rows of d_k r_k floats (a multiple of 4 because ranks are),
+or one row of r_{k-1} d_k r_k where d_k r_k is not (the last core, r_K = 1). A batch reads each
+distinct slice once and every id gathers its own; bags are summed after the product (the product
 is not linear in the cores). Raw ids are hashed into the n virtual rows (`space` times the
 feature's ids), which needs no index: the paper's ids are already numbered 0..n-1.
 
@@ -37,7 +38,7 @@ from recsys.data.stats import FeatureStatistics
 from recsys.tables.budget import FLOAT_BYTES, exact_bytes, feature_shares, full_rows
 from recsys.tables.hashes import derive_salt, feature_key, hash_ids
 from recsys.tables.interface import LookupModule
-from recsys.tables.jagged import in_order, join_parts, one_bag_per_value, sum_bags
+from recsys.tables.jagged import in_order, one_bag_per_value, sum_bags
 from recsys.tables.qr import mixed_radix_digits
 from recsys.tables.spec import DIM_MULTIPLE, BudgetSpec
 from recsys.tables.vocabulary import Vocabularies
@@ -88,6 +89,20 @@ class TrainShape:
 
     def floats(self) -> int:
         return sum(rows * width for rows, width in zip(self.row_factors, self.widths()))
+
+    def slice_rows(self, core: int) -> int:
+        """Table rows per slice of a core: r_{k-1} rows of d_k r_k where that width suits fbgemm, else 1.
+
+        A batch reads a core's slices into one padded output column block per core: rows of d_k r_k
+        floats keep that block narrow (rank-28 slices as one row were 1,568 floats wide, and padding
+        them to the batch's bags cost 30x the lookup itself)."""
+        width = self.column_factors[core] * self.ranks[core + 1]
+        return self.ranks[core] if width % DIM_MULTIPLE == 0 else 1
+
+    def table_shape(self, core: int) -> tuple[int, int]:
+        """(rows, width) of a core's table: its slices as `slice_rows` rows each."""
+        per_slice = self.slice_rows(core)
+        return self.row_factors[core] * per_slice, self.widths()[core] // per_slice
 
     @property
     def rows(self) -> int:
@@ -176,7 +191,7 @@ class TTLookup(LookupModule):
                 feature_names=[self.core_name(feature, core)],
             )
             for feature, train in self.trains.items()
-            for core, (rows, width) in enumerate(zip(train.row_factors, train.widths()))
+            for core, (rows, width) in enumerate(train.table_shape(core) for core in range(len(train.row_factors)))
         ]
         self.storage = EmbeddingBagCollection(tables=self.configs)
         self.initialize_cores(DEFAULT_VECTOR_STD)
@@ -210,36 +225,65 @@ class TTLookup(LookupModule):
         return mixed_radix_digits(virtual, train.row_factors[::-1])[::-1]
 
     def storage_parts(self, features: KeyedJaggedTensor):
-        """(storage key, rows, lengths) of every table read, and the features' own lengths."""
-        parts, lengths = [], {}
+        """(storage key, rows, lengths) of every table read, the features' own lengths, and for each core
+        each id's position among the distinct rows read from it (a core row is read once per batch)."""
+        parts, lengths, positions = [], {}, {}
         for feature, ids, feature_lengths in in_order(features, self.feature_names):
             lengths[feature] = feature_lengths
             if feature in self.trains:
-                digits = self.digits(feature, ids)
-                parts += [(self.core_name(feature, core), digit, feature_lengths) for core, digit in enumerate(digits)]
+                train = self.trains[feature]
+                for core, digit in enumerate(self.digits(feature, ids)):
+                    distinct, positions[self.core_name(feature, core)] = torch.unique(digit, return_inverse=True)
+                    per_slice = train.slice_rows(core)
+                    rows = (distinct.unsqueeze(1) * per_slice + torch.arange(per_slice, device=ids.device)).reshape(-1)
+                    parts.append((self.core_name(feature, core), rows, torch.ones_like(rows)))
             else:
                 parts.append((feature, self.vocabularies.rows(feature, ids), feature_lengths))
-        return parts, lengths
+        return parts, lengths, positions
 
     def forward(self, features: KeyedJaggedTensor) -> KeyedTensor:
-        parts, lengths = self.storage_parts(features)
-        single = all(bool(part_lengths.eq(1).all()) for _, _, part_lengths in parts)
-        storage_input = join_parts(parts, features.stride()) if single else one_bag_per_value(parts)
-        per_value = self.storage(storage_input).to_dict()
+        parts, lengths, positions = self.storage_parts(features)
+        per_value = self.storage(one_bag_per_value(parts)).to_dict()
         vectors = []
         for feature in self.feature_names:
             count = int(lengths[feature].sum())
-            rows = self.train_rows(feature, per_value, count) if feature in self.trains else per_value[feature][:count]
-            vectors.append(rows if single else sum_bags(rows, lengths[feature]))
+            if feature in self.trains:
+                rows = self.train_rows(feature, per_value, positions)
+            else:
+                rows = per_value[feature][:count]
+            vectors.append(sum_bags(rows, lengths[feature]))
         return KeyedTensor.from_tensor_list(self.feature_names, vectors)
 
-    def train_rows(self, feature: str, per_value: dict[str, torch.Tensor], count: int) -> torch.Tensor:
-        """[count, dim] rows of a tensor-train feature: its core slices multiplied left to right."""
+    def train_rows(
+        self, feature: str, per_value: dict[str, torch.Tensor], positions: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
+        """[count, dim] rows of a tensor-train feature: its core slices multiplied left to right.
+
+        The first two cores are multiplied for every pair of the batch's distinct slices at once (one
+        matrix product) where those products are fewer floats than the ids' own slices, so each id
+        gathers d_1 d_2 r_2 floats instead of its whole middle slice; later cores go id by id."""
         train = self.trains[feature]
         ranks, columns = train.ranks, train.column_factors
-        product = per_value[self.core_name(feature, 0)][:count].reshape(count, columns[0], ranks[1])
-        for core in range(1, len(train.row_factors)):
-            slices = per_value[self.core_name(feature, core)][:count]
-            slices = slices.reshape(count, ranks[core], columns[core] * ranks[core + 1])
-            product = torch.bmm(product, slices).reshape(count, math.prod(columns[: core + 1]), ranks[core + 1])
+        count = positions[self.core_name(feature, 0)].numel()
+
+        def distinct_slices(core: int) -> torch.Tensor:
+            """[distinct, r_{k-1}, d_k r_k]: the slices the batch read, in `positions` order."""
+            name = self.core_name(feature, core)
+            distinct = int(positions[name].max()) + 1 if count else 0
+            rows = per_value[name][: distinct * train.slice_rows(core)]
+            return rows.reshape(distinct, ranks[core], columns[core] * ranks[core + 1])
+
+        first, second = distinct_slices(0), distinct_slices(1)
+        first = first.reshape(-1, columns[0], ranks[1])
+        pick_first, pick_second = positions[self.core_name(feature, 0)], positions[self.core_name(feature, 1)]
+        pair_floats = len(first) * len(second) * columns[0] * columns[1] * ranks[2]
+        if pair_floats <= count * (columns[0] * ranks[1] + ranks[1] * columns[1] * ranks[2]):
+            pairs = torch.einsum("adr,brs->abds", first, second)
+            product = pairs[pick_first, pick_second]
+        else:
+            product = torch.bmm(first[pick_first], second[pick_second])
+        product = product.reshape(count, columns[0] * columns[1], ranks[2])
+        for core in range(2, len(train.row_factors)):
+            factor = distinct_slices(core)[positions[self.core_name(feature, core)]]
+            product = torch.bmm(product, factor).reshape(count, math.prod(columns[: core + 1]), ranks[core + 1])
         return product.reshape(count, self.embedding_dim)
