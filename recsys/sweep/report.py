@@ -24,6 +24,7 @@ from recsys.sweep.runner import PARENT_TAG, child_runs, summarize_parent
 from recsys.tracking import connect, resolve_tracking_uri
 
 DEFAULT_OUTPUT = Path("experiments/results")
+MARKERS = "os^D"
 METRICS = ("test/auc", "test/logloss", "table/total_bytes", "table/compression", "train/samples_per_s")
 
 
@@ -119,14 +120,15 @@ def pareto_figure(rows: list[Row], model: str):
 
     figure, axes = pyplot.subplots(1, 2, figsize=(12, 4.5))
     strategies = sorted({row.strategy for row in rows if row.model == model})
-    for strategy in strategies:
+    for index, strategy in enumerate(strategies):
         chosen = [row for row in rows if row.model == model and row.strategy == strategy]
         points = sorted(chosen, key=lambda row: row.total_bytes)
         sizes = [row.total_bytes for row in points]
         for axis, metric in zip(axes, ("auc", "logloss")):
             values = [getattr(row, metric) for row in points]
             means, spreads = [mean for mean, _ in values], [spread for _, spread in values]
-            drawn = axis.errorbar(sizes, means, yerr=spreads, marker="o", capsize=3, label=strategy)
+            marker = MARKERS[index // 10 % len(MARKERS)]  # colours repeat after ten strategies: markers differ
+            drawn = axis.errorbar(sizes, means, yerr=spreads, marker=marker, capsize=3, label=strategy)
             if strategy == "full":  # the reference every budget is compared with
                 axis.axhline(means[0], linestyle="--", alpha=0.5, color=drawn.lines[0].get_color())
     for axis, label in zip(axes, ("test AUC (higher is better)", "test log loss (lower is better)")):

@@ -66,7 +66,7 @@ STATE_BYTES = 16
 
 @dataclass(frozen=True)
 class CCESpec(BudgetSpec):
-    index_share: float = 0.5
+    index_share: float = 0.1
     """The part of a clustered feature's bytes that holds its learned assignment (the rest is rows)."""
     cluster_at: tuple[float, ...] = (0.25, 0.5)
     """Fractions of training after which column 0 is re-clustered."""
