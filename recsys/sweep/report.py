@@ -136,7 +136,7 @@ def pareto_figure(rows: list[Row], model: str):
         axis.set_xlabel("total bytes of tables and indexes (log scale)")
         axis.set_ylabel(label)
         axis.grid(True, which="both", alpha=0.3)
-    axes[0].legend(title="strategy")
+    axes[0].legend(title="strategy", fontsize="small", ncol=2 if len(strategies) > 6 else 1, loc="lower right")
     figure.suptitle(f"{model}: memory against quality")
     figure.tight_layout()
     return figure
