@@ -64,12 +64,13 @@ def join_parts(parts: FeatureParts, stride: int) -> KeyedJaggedTensor:
     )
 
 
-def one_bag_per_value(parts: FeatureParts) -> KeyedJaggedTensor:
+def one_bag_per_value(parts: FeatureParts, stride: int | None = None) -> KeyedJaggedTensor:
     """A KJT in which every value is a bag of its own, so pooled storage returns one vector per value.
 
-    Keys with fewer values than the longest are padded with empty bags (stride = the most values).
+    Keys with fewer values than the longest are padded with empty bags (stride = the most values,
+    or `stride` where the caller needs a larger one, one that all ranks agree on).
     """
-    stride = max(1, max(values.numel() for _, values, _ in parts))  # an all-empty batch still has a row
+    stride = stride or most_values(parts)
     lengths = []
     for _, values, _ in parts:
         bag_lengths = torch.zeros(stride, dtype=torch.int32, device=values.device)
@@ -81,6 +82,11 @@ def one_bag_per_value(parts: FeatureParts) -> KeyedJaggedTensor:
         lengths=torch.cat(lengths),
         stride=stride,
     )
+
+
+def most_values(parts: FeatureParts) -> int:
+    """The most values any part has (at least 1: an all-empty batch still has a row)."""
+    return max(1, max(values.numel() for _, values, _ in parts))
 
 
 def sum_bags(vectors: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

@@ -30,6 +30,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 from torchrec.modules.embedding_configs import EmbeddingBagConfig
 from torchrec.modules.embedding_modules import EmbeddingBagCollection
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
@@ -38,7 +39,7 @@ from recsys.data.stats import FeatureStatistics
 from recsys.tables.budget import FLOAT_BYTES, exact_bytes, feature_shares, full_rows
 from recsys.tables.hashes import derive_salt, feature_key, hash_ids
 from recsys.tables.interface import LookupModule
-from recsys.tables.jagged import in_order, one_bag_per_value, sum_bags
+from recsys.tables.jagged import in_order, most_values, one_bag_per_value, sum_bags
 from recsys.tables.qr import mixed_radix_digits
 from recsys.tables.spec import DIM_MULTIPLE, BudgetSpec
 from recsys.tables.vocabulary import Vocabularies
@@ -243,7 +244,9 @@ class TTLookup(LookupModule):
 
     def forward(self, features: KeyedJaggedTensor) -> KeyedTensor:
         parts, lengths, positions = self.storage_parts(features)
-        per_value = self.storage(one_bag_per_value(parts)).to_dict()
+        per_value = self.storage(
+            one_bag_per_value(parts, agreed_stride(most_values(parts), features.values().device))
+        ).to_dict()
         vectors = []
         for feature in self.feature_names:
             count = int(lengths[feature].sum())
@@ -287,3 +290,13 @@ class TTLookup(LookupModule):
             factor = distinct_slices(core)[positions[self.core_name(feature, core)]]
             product = torch.bmm(product, factor).reshape(count, math.prod(columns[: core + 1]), ranks[core + 1])
         return product.reshape(count, self.embedding_dim)
+
+
+def agreed_stride(stride: int, device: torch.device) -> int:
+    """The largest of every rank's `stride`: sharded storage needs the same number of bags on all ranks,
+    and the distinct core rows a rank reads vary with its batch."""
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return stride
+    largest = torch.tensor([stride], device=device)
+    dist.all_reduce(largest, op=dist.ReduceOp.MAX)
+    return int(largest)
