@@ -38,7 +38,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "--cardinality-scale",
         type=float,
         default=1.0,
-        help="fraction of Criteo Kaggle's vocabulary sizes, in (0, 1] (default 1)",
+        help="multiple of Criteo Kaggle's vocabulary sizes (default 1): below 1 shrinks them (small ones keep "
+        "theirs), above 1 grows them towards Terabyte-size vocabularies, up to 423 (2^32 ids for C3)",
     )
     synth.add_argument("--seed", type=int, default=0, help="seed of the planted model and the rows (default 0)")
     synth.set_defaults(handler=run_synth)

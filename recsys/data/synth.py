@@ -37,11 +37,14 @@ GENERATOR_VERSION = 2
 """Bumped whenever the same config would write different rows, so cached synthetic data is remade."""
 HEX_DIGITS = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 INTERACTION_RANK = 4
+ID_SPACE = 1 << 32
+"""Ids are 8 hex digits (a bijection of ranks in [0, 2^32)), so no feature may have more values."""
 
 
 @dataclass(frozen=True)
 class SynthConfig:
-    """What to generate. `cardinality_scale` shrinks every feature's vocabulary (small ones keep theirs)."""
+    """What to generate. `cardinality_scale` scales every feature's vocabulary: below 1 it shrinks them (small
+    ones keep theirs), above 1 it grows them towards Terabyte-size vocabularies (up to 2^32 values each)."""
 
     rows: int
     cardinality_scale: float = 1.0
@@ -55,8 +58,14 @@ class SynthConfig:
     def __post_init__(self) -> None:
         if self.rows <= 0:
             raise ValueError(f"rows must be positive, got {self.rows}")
-        if not 0 < self.cardinality_scale <= 1:
-            raise ValueError(f"cardinality_scale must be in (0, 1], got {self.cardinality_scale}")
+        if not self.cardinality_scale > 0:
+            raise ValueError(f"cardinality_scale must be positive, got {self.cardinality_scale}")
+        largest = max(CRITEO_KAGGLE_CARDINALITIES)
+        if round(largest * self.cardinality_scale) > ID_SPACE:
+            raise ValueError(
+                f"cardinality_scale {self.cardinality_scale:g} gives C3 {round(largest * self.cardinality_scale):,} "
+                f"values, more than the {ID_SPACE:,} 8-hex-digit ids; use at most {ID_SPACE // largest}"
+            )
         if self.zipf_exponent <= 1:
             raise ValueError(f"zipf_exponent must be > 1, got {self.zipf_exponent}")
         if not 0 < self.click_rate < 1:

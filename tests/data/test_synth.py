@@ -7,7 +7,7 @@ import pytest
 
 from recsys.data.bad_rows import BadRowTally
 from recsys.data.criteo import read_criteo
-from recsys.data.synth import CRITEO_KAGGLE_CARDINALITIES, PlantedModel, SynthConfig, write_synthetic
+from recsys.data.synth import CRITEO_KAGGLE_CARDINALITIES, PlantedModel, SynthConfig, generate_blocks, write_synthetic
 from recsys.train.metrics import roc_auc
 from tests.conftest import SYNTHETIC
 
@@ -55,3 +55,15 @@ def test_click_rate_and_planted_signal():
 def test_invalid_settings_are_refused(bad):
     with pytest.raises(ValueError):
         SynthConfig(**bad)
+
+
+def test_vocabularies_grow_past_kaggle_up_to_the_id_space():
+    config = SynthConfig(rows=20_000, cardinality_scale=100, seed=2)
+    cardinalities = config.cardinalities()
+    assert cardinalities[2] == 1_013_122_700 and cardinalities[8] == 300  # C3 x 100; C9 (3 values) x 100
+    _, ranks, _ = PlantedModel(config).sample_features(np.random.default_rng(0), 20_000)
+    assert ranks[:, 2].max() > CRITEO_KAGGLE_CARDINALITIES[2]  # the Zipf tail reaches past Kaggle's C3
+    grown = next(generate_blocks(config, block_rows=20_000))["C3"].drop_nulls()
+    assert grown.str.len_chars().eq(8).all()
+    with pytest.raises(ValueError, match="more than the 4,294,967,296 8-hex-digit ids; use at most 423"):
+        SynthConfig(rows=10, cardinality_scale=500)
