@@ -7,7 +7,14 @@ import pytest
 
 from recsys.data.bad_rows import BadRowTally
 from recsys.data.criteo import read_criteo
-from recsys.data.synth import CRITEO_KAGGLE_CARDINALITIES, PlantedModel, SynthConfig, generate_blocks, write_synthetic
+from recsys.data.synth import (
+    CRITEO_KAGGLE_CARDINALITIES,
+    PlantedModel,
+    SynthConfig,
+    generate_blocks,
+    hex_strings,
+    write_synthetic,
+)
 from recsys.train.metrics import roc_auc
 from tests.conftest import SYNTHETIC
 
@@ -55,6 +62,13 @@ def test_click_rate_and_planted_signal():
 def test_invalid_settings_are_refused(bad):
     with pytest.raises(ValueError):
         SynthConfig(**bad)
+
+
+def test_ids_are_written_as_eight_lowercase_hex_digits():
+    ids = np.array([0, 1, 0xABCDEF01, 0xFFFFFFFF, 0x00100000, 305419896], dtype=np.uint32)
+    missing = np.array([False, False, False, False, True, False])
+    written = hex_strings(ids, missing).to_list()
+    assert written == [format(int(value), "08x") if not gone else None for value, gone in zip(ids, missing)]
 
 
 def test_vocabularies_grow_past_kaggle_up_to_the_id_space():
