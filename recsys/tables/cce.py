@@ -107,9 +107,9 @@ def plan_feature(spec: CCESpec, cardinality: int, share: int) -> FeaturePlan:
     index = int(spec.index_share * share) - STATE_BYTES
     thirds = index // (3 * slot_size) - EXTRA_SLOTS_PER_THIRD
     keys = min(cardinality, max(0, math.floor(thirds * 3 / SLOTS_PER_KEY)))
-    while keys and 3 * third_size(keys) * slot_size > index:
+    while keys and slot_bytes(keys, widest) > index:
         keys -= 1
-    rows = (share - STATE_BYTES - (3 * third_size(keys) * slot_size if keys else 0)) // row_bytes
+    rows = (share - STATE_BYTES - slot_bytes(keys, widest)) // row_bytes
     if rows < 1:
         raise ValueError(f"cce needs at least {row_bytes + STATE_BYTES} bytes for a feature; its share is {share}")
     return FeaturePlan(rows=rows, clustered=keys)
@@ -153,9 +153,9 @@ class CCELookup(LookupModule):
         exact, plans = self.plan(spec, cardinalities)
         self.plans = plans
         self.vocabularies = Vocabularies({feature: statistics.vocabulary(feature, 1) for feature in exact})
-        self.clustered_ids = {
-            feature: statistics.frequencies(feature)[0][: plan.clustered].copy() for feature, plan in plans.items()
-        }
+        self.statistics = statistics
+        """Read only when clustering first needs a feature's most frequent ids: a lookup built for serving never
+        asks for frequencies, so an exported model does not carry them."""
         self.salts = {
             feature: [derive_salt(spec.seed, feature_key(feature), column) for column in range(2)] for feature in plans
         }
@@ -194,6 +194,11 @@ class CCELookup(LookupModule):
             if feature not in exact
         }
         return exact, plans
+
+    def clustered_ids(self, feature: str) -> torch.Tensor:
+        """The feature's most frequent training ids, the ones its clustering assigns."""
+        ids, _ = self.statistics.frequencies(feature)
+        return torch.from_numpy(ids[: self.plans[feature].clustered].copy())
 
     @staticmethod
     def slot_name(feature: str) -> str:
@@ -239,7 +244,7 @@ class CCELookup(LookupModule):
     def cluster(self, feature: str) -> float:
         """Re-learn column 0 of `feature` (see the module docstring); the fraction of clustered ids that moved."""
         rows, table = self.plans[feature].rows, f"cce_{feature}"
-        ids = torch.from_numpy(self.clustered_ids[feature])
+        ids = self.clustered_ids(feature)
         first, second = self.column_rows(feature, ids)
         device = self.clusterings.device
         current = gather_rows(self.storage, {table: torch.cat([first, second])}, {table: self.embedding_dim}, device)

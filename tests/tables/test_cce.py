@@ -11,7 +11,7 @@ import torch
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from recsys.config import ConfigError
-from recsys.data.stats import FeatureStatistics
+from recsys.data.stats import FeatureStatistics, RecordingStatistics
 from recsys.tables import build_lookup, spec_from_mapping
 from recsys.tables.hashes import derive_salt, feature_key, hash_ids
 from tests.tables.conftest import FEATURES, single_id_batch
@@ -47,7 +47,7 @@ def test_clustered_ids_take_the_centroid_nearest_their_old_vector(statistics):
     lookup = build_lookup(cce_spec(compression=100, iterations=5), statistics)
     plan = lookup.plans["huge"]
     assert 0 < plan.rows < plan.clustered  # k-means, not one row per id
-    ids = lookup.clustered_ids["huge"][:500]
+    ids = lookup.clustered_ids("huge")[:500].numpy()
     before = vectors_of(lookup, "huge", ids)
     assert lookup.after_step(0.3)["cce/clusterings"] == 1
     weights = table(lookup, "huge")
@@ -74,6 +74,14 @@ def test_a_row_per_clustered_id_leaves_their_vectors_where_they_were():
     torch.testing.assert_close(lookup(batch).to_dict()["a"].detach(), before)
     first, _ = lookup.column_rows("a", torch.from_numpy(probe))
     assert sorted(first.tolist()) == list(range(300))  # each its own row
+
+
+def test_building_asks_for_no_frequencies_so_artifacts_do_not_carry_them(statistics):
+    recording = RecordingStatistics(statistics)
+    lookup = build_lookup(cce_spec(compression=100), recording)
+    assert recording.asked_frequencies == {}
+    lookup.after_step(0.3)  # clustering reads the most frequent ids
+    assert set(recording.asked_frequencies) == {feature for feature, plan in lookup.plans.items() if plan.clustered}
 
 
 def test_the_budget_splits_into_slots_and_rows(statistics):
