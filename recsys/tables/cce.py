@@ -47,13 +47,13 @@ from recsys.tables.hashes import derive_salt, feature_key, hash_ids
 from recsys.tables.interface import LookupModule
 from recsys.tables.jagged import FeatureParts, remap_features
 from recsys.tables.retrieval import (
+    ATTEMPTS,
     EXTRA_SLOTS_PER_THIRD,
     SLOTS_PER_KEY,
     assign,
-    peel,
+    peel_keys,
     retrieve,
     slot_dtype,
-    slots_of,
     third_size,
 )
 from recsys.tables.shards import gather_rows, write_rows
@@ -270,20 +270,11 @@ class CCELookup(LookupModule):
         """Write (cluster - h0(id)) mod m for the clustered ids into the feature's retrieval slots."""
         rows = self.plans[feature].rows
         slots = getattr(self.assignments, self.slot_name(feature))
-        if feature not in self.peeled:
-            salt = int(getattr(self.assignments, self.salt_name(feature)))
-            self.peeled[feature] = self.peel_slots(feature, ids, salt, slots.numel())
+        if feature not in self.peeled:  # the clustered ids never change: peel their slots once
+            salts = [derive_salt(self.spec.seed, feature_key(feature), 2 + attempt) for attempt in range(ATTEMPTS)]
+            order, positions, salt = peel_keys(ids.numpy(), salts)
+            getattr(self.assignments, self.salt_name(feature)).fill_(salt)
+            self.peeled[feature] = order, positions
         order, positions = self.peeled[feature]
         values = ((clusters - hash_ids(ids, self.salts[feature][0], rows)) % rows).numpy()
         slots.copy_(assign(order, positions, values, slots.numel(), slots.dtype))
-
-    def peel_slots(self, feature: str, ids: torch.Tensor, salt: int, size: int) -> tuple[list, np.ndarray]:
-        """A peeling order of the clustered ids' slots, trying salts until one peels (and keeping it)."""
-        for attempt in range(16):
-            candidate = derive_salt(self.spec.seed, feature_key(feature), 2 + attempt) if attempt or not salt else salt
-            positions = slots_of(ids, candidate, size // 3).numpy()
-            order = peel(positions, size)
-            if order is not None:
-                getattr(self.assignments, self.salt_name(feature)).fill_(candidate)
-                return order, positions
-        raise RuntimeError(f"cce: no retrieval structure for the clustered ids of {feature}")

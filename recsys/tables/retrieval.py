@@ -80,15 +80,23 @@ def build_retrieval(keys: np.ndarray, values: np.ndarray, seed: int) -> tuple[to
         raise ValueError("a retrieval structure needs distinct keys")
     if len(values) and values.min() < 0:
         raise ValueError("retrieval values must be non-negative")
-    third = third_size(len(keys))
     dtype = slot_dtype(int(values.max()) if len(values) else 0)
-    for attempt in range(ATTEMPTS):
-        salt = derive_salt(seed, attempt)
+    order, slots, salt = peel_keys(keys, [derive_salt(seed, attempt) for attempt in range(ATTEMPTS)])
+    return assign(order, slots, values, 3 * third_size(len(keys)), dtype), salt
+
+
+def peel_keys(keys: np.ndarray, salts: list[int]) -> tuple[list[tuple[int, int]], np.ndarray, int]:
+    """(peeling order, [n, 3] slots, salt) of the keys under the first of `salts` whose slots peel.
+
+    The order depends on the keys alone, so a structure whose values change (re-learned clusters) can
+    be refilled by `assign` without peeling again."""
+    third = third_size(len(keys))
+    for salt in salts:
         slots = slots_of(torch.from_numpy(keys), salt, third).numpy()
         order = peel(slots, 3 * third)
         if order is not None:
-            return assign(order, slots, values, 3 * third, dtype), salt
-    raise RuntimeError(f"no retrieval structure for {len(keys)} keys after {ATTEMPTS} seeds")
+            return order, slots, salt
+    raise RuntimeError(f"no retrieval structure for {len(keys)} keys after {len(salts)} seeds")
 
 
 def assign(order: list[tuple[int, int]], slots: np.ndarray, values: np.ndarray, size: int, dtype) -> torch.Tensor:
