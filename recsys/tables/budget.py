@@ -56,6 +56,12 @@ def budget_bytes(compression: float | None, total_bytes: int | None, full_bytes:
     return total_bytes
 
 
+def held_exactly(cardinalities: dict[str, int], embedding_dim: int, shares: dict[str, int]) -> list[str]:
+    """The features whose share holds their exact table and its vocabulary index (`exact_bytes`), in
+    feature order: where a strategy's `exact_when_fits` keeps them exact instead of compressing them."""
+    return [feature for feature, count in cardinalities.items() if shares[feature] >= exact_bytes(count, embedding_dim)]
+
+
 def feature_shares(
     cardinalities: dict[str, int],
     embedding_dim: int,

@@ -42,7 +42,7 @@ from torchrec.modules.embedding_modules import EmbeddingBagCollection
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
 
 from recsys.data.stats import FeatureStatistics
-from recsys.tables.budget import FLOAT_BYTES, exact_bytes, feature_shares, full_rows
+from recsys.tables.budget import FLOAT_BYTES, feature_shares, full_rows, held_exactly
 from recsys.tables.hashes import derive_salt, feature_key, hash_ids
 from recsys.tables.interface import LookupModule
 from recsys.tables.jagged import FeatureParts, remap_features
@@ -183,11 +183,7 @@ class CCELookup(LookupModule):
         if spec.rows is not None:  # m rows per column given: every training id clustered, its index on top
             return [], {feature: FeaturePlan(spec.rows, cardinalities[feature]) for feature in self.feature_names}
         shares = feature_shares(cardinalities, spec.embedding_dim, spec.compression, spec.bytes, self.full_bytes)
-        exact = [
-            feature
-            for feature in self.feature_names
-            if spec.exact_when_fits and shares[feature] >= exact_bytes(cardinalities[feature], spec.embedding_dim)
-        ]
+        exact = held_exactly(cardinalities, spec.embedding_dim, shares) if spec.exact_when_fits else []
         plans = {
             feature: plan_feature(spec, cardinalities[feature], shares[feature])
             for feature in self.feature_names

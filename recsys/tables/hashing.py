@@ -28,7 +28,7 @@ from torchrec.modules.embedding_modules import EmbeddingBagCollection
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
 
 from recsys.data.stats import FeatureStatistics
-from recsys.tables.budget import FLOAT_BYTES, budget_bytes, exact_bytes, feature_shares, full_rows, water_fill
+from recsys.tables.budget import FLOAT_BYTES, budget_bytes, feature_shares, full_rows, held_exactly, water_fill
 from recsys.tables.hashes import derive_salt, feature_key, hash_ids
 from recsys.tables.interface import LookupModule
 from recsys.tables.jagged import FeatureParts, remap_features
@@ -67,9 +67,6 @@ def plan_tables(spec: HashingSpec, statistics: FeatureStatistics, full_bytes: in
     """Size every feature's table from `spec.rows` or the budget; see the module docstring."""
     row_bytes = spec.row_dim * FLOAT_BYTES
     exact_rows = {feature: full_rows(count) for feature, count in statistics.cardinalities.items()}
-    exact_sizes = {
-        feature: exact_bytes(count, spec.embedding_dim) for feature, count in statistics.cardinalities.items()
-    }
     if spec.rows is not None:
         shares = {feature: spec.rows * row_bytes for feature in statistics.features}
     elif spec.exact_when_fits:
@@ -77,9 +74,8 @@ def plan_tables(spec: HashingSpec, statistics: FeatureStatistics, full_bytes: in
     else:
         sizes = {feature: rows * row_bytes for feature, rows in exact_rows.items()}
         shares = water_fill(sizes, budget_bytes(spec.compression, spec.bytes, full_bytes))
-    exact = frozenset(
-        feature for feature, share in shares.items() if spec.exact_when_fits and share >= exact_sizes[feature]
-    )
+    held = held_exactly(statistics.cardinalities, spec.embedding_dim, shares) if spec.exact_when_fits else []
+    exact = frozenset(held)
     rows = {
         feature: exact_rows[feature] if feature in exact else max(1, share // row_bytes)
         for feature, share in shares.items()

@@ -44,7 +44,7 @@ from torchrec.modules.mc_modules import LFU_EvictionPolicy, LRU_EvictionPolicy, 
 from torchrec.sparse.jagged_tensor import JaggedTensor, KeyedJaggedTensor, KeyedTensor
 
 from recsys.data.stats import FeatureStatistics
-from recsys.tables.budget import FLOAT_BYTES, exact_bytes, feature_shares, full_rows
+from recsys.tables.budget import FLOAT_BYTES, feature_shares, full_rows, held_exactly
 from recsys.tables.interface import LookupModule
 from recsys.tables.jagged import FeatureParts, remap_features
 from recsys.tables.shards import write_rows
@@ -101,8 +101,7 @@ class ManagedLookup(LookupModule):
             exact, self.rows = [], dict.fromkeys(self.feature_names, max(2, spec.rows))
         else:
             shares = feature_shares(cardinalities, spec.embedding_dim, spec.compression, spec.bytes, self.full_bytes)
-            fits = {f: shares[f] >= exact_bytes(cardinalities[f], spec.embedding_dim) for f in self.feature_names}
-            exact = [feature for feature in self.feature_names if spec.exact_when_fits and fits[feature]]
+            exact = held_exactly(cardinalities, spec.embedding_dim, shares) if spec.exact_when_fits else []
             self.rows = {
                 feature: full_rows(cardinalities[feature]) if feature in exact else managed_rows(spec, shares[feature])
                 for feature in self.feature_names

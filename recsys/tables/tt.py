@@ -36,7 +36,7 @@ from torchrec.modules.embedding_modules import EmbeddingBagCollection
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
 
 from recsys.data.stats import FeatureStatistics
-from recsys.tables.budget import FLOAT_BYTES, exact_bytes, feature_shares, full_rows
+from recsys.tables.budget import FLOAT_BYTES, feature_shares, full_rows, held_exactly
 from recsys.tables.hashes import derive_salt, feature_key, hash_ids
 from recsys.tables.interface import LookupModule
 from recsys.tables.jagged import in_order, most_values, one_bag_per_value, sum_bags
@@ -164,11 +164,7 @@ class TTLookup(LookupModule):
         super().__init__(spec, statistics)
         cardinalities = statistics.cardinalities
         shares = feature_shares(cardinalities, spec.embedding_dim, spec.compression, spec.bytes, self.full_bytes)
-        exact = [
-            feature
-            for feature in self.feature_names
-            if spec.exact_when_fits and shares[feature] >= exact_bytes(cardinalities[feature], spec.embedding_dim)
-        ]
+        exact = held_exactly(cardinalities, spec.embedding_dim, shares) if spec.exact_when_fits else []
         self.vocabularies = Vocabularies({feature: statistics.vocabulary(feature, 1) for feature in exact})
         self.trains = {
             feature: fit_train(spec, cardinalities[feature], shares[feature])

@@ -38,7 +38,7 @@ from torchrec.modules.embedding_modules import EmbeddingBagCollection
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor, KeyedTensor
 
 from recsys.data.stats import FeatureStatistics
-from recsys.tables.budget import FLOAT_BYTES, budget_bytes, exact_bytes, feature_shares
+from recsys.tables.budget import FLOAT_BYTES, budget_bytes, exact_bytes, feature_shares, held_exactly
 from recsys.tables.hashes import derive_salt, feature_key, hash_ids
 from recsys.tables.interface import LookupModule
 from recsys.tables.jagged import FeatureParts, remap_features
@@ -126,7 +126,7 @@ class UnifiedLookup(LookupModule):
             return frozenset()
         counts = statistics.cardinalities
         shares = feature_shares(counts, spec.embedding_dim, spec.compression, spec.bytes, self.full_bytes)
-        exact = frozenset(f for f, share in shares.items() if share >= exact_bytes(counts[f], spec.embedding_dim))
+        exact = frozenset(held_exactly(counts, spec.embedding_dim, shares))
         if exact == frozenset(counts):  # the budget covers everything: keep one feature multiplexed
             return exact - {max(counts, key=counts.get)}
         return exact
