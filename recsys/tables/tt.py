@@ -223,14 +223,15 @@ class TTLookup(LookupModule):
 
     def storage_parts(self, features: KeyedJaggedTensor):
         """(storage key, rows, lengths) of every table read, the features' own lengths, and for each core
-        each id's position among the distinct rows read from it (a core row is read once per batch)."""
+        each id's position among the distinct slices read from it and their number (a slice is read once per batch)."""
         parts, lengths, positions = [], {}, {}
         for feature, ids, feature_lengths in in_order(features, self.feature_names):
             lengths[feature] = feature_lengths
             if feature in self.trains:
                 train = self.trains[feature]
                 for core, digit in enumerate(self.digits(feature, ids)):
-                    distinct, positions[self.core_name(feature, core)] = torch.unique(digit, return_inverse=True)
+                    distinct, inverse = torch.unique(digit, return_inverse=True)
+                    positions[self.core_name(feature, core)] = inverse, distinct.numel()
                     per_slice = train.slice_rows(core)
                     rows = (distinct.unsqueeze(1) * per_slice + torch.arange(per_slice, device=ids.device)).reshape(-1)
                     parts.append((self.core_name(feature, core), rows, torch.ones_like(rows)))
@@ -254,7 +255,7 @@ class TTLookup(LookupModule):
         return KeyedTensor.from_tensor_list(self.feature_names, vectors)
 
     def train_rows(
-        self, feature: str, per_value: dict[str, torch.Tensor], positions: dict[str, torch.Tensor]
+        self, feature: str, per_value: dict[str, torch.Tensor], positions: dict[str, tuple[torch.Tensor, int]]
     ) -> torch.Tensor:
         """[count, dim] rows of a tensor-train feature: its core slices multiplied left to right.
 
@@ -263,18 +264,17 @@ class TTLookup(LookupModule):
         gathers d_1 d_2 r_2 floats instead of its whole middle slice; later cores go id by id."""
         train = self.trains[feature]
         ranks, columns = train.ranks, train.column_factors
-        count = positions[self.core_name(feature, 0)].numel()
+        count = positions[self.core_name(feature, 0)][0].numel()
 
         def distinct_slices(core: int) -> torch.Tensor:
             """[distinct, r_{k-1}, d_k r_k]: the slices the batch read, in `positions` order."""
-            name = self.core_name(feature, core)
-            distinct = int(positions[name].max()) + 1 if count else 0
-            rows = per_value[name][: distinct * train.slice_rows(core)]
+            distinct = positions[self.core_name(feature, core)][1]
+            rows = per_value[self.core_name(feature, core)][: distinct * train.slice_rows(core)]
             return rows.reshape(distinct, ranks[core], columns[core] * ranks[core + 1])
 
         first, second = distinct_slices(0), distinct_slices(1)
         first = first.reshape(-1, columns[0], ranks[1])
-        pick_first, pick_second = positions[self.core_name(feature, 0)], positions[self.core_name(feature, 1)]
+        pick_first, pick_second = positions[self.core_name(feature, 0)][0], positions[self.core_name(feature, 1)][0]
         pair_floats = len(first) * len(second) * columns[0] * columns[1] * ranks[2]
         if pair_floats <= count * (columns[0] * ranks[1] + ranks[1] * columns[1] * ranks[2]):
             pairs = torch.einsum("adr,brs->abds", first, second)
@@ -283,7 +283,7 @@ class TTLookup(LookupModule):
             product = torch.bmm(first[pick_first], second[pick_second])
         product = product.reshape(count, columns[0] * columns[1], ranks[2])
         for core in range(2, len(train.row_factors)):
-            factor = distinct_slices(core)[positions[self.core_name(feature, core)]]
+            factor = distinct_slices(core)[positions[self.core_name(feature, core)][0]]
             product = torch.bmm(product, factor).reshape(count, math.prod(columns[: core + 1]), ranks[core + 1])
         return product.reshape(count, self.embedding_dim)
 
