@@ -70,6 +70,8 @@ class ManagedSpec(BudgetSpec):
         super().__post_init__()
         if self.admit_count < 1 or self.eviction_interval < 1:
             raise ValueError("admit_count and eviction_interval must be at least 1")
+        if self.rows is not None and self.rows < 2:
+            raise ValueError(f"managed tables need rows of at least 2 (one id and the shared row), got {self.rows}")
 
 
 def admission(threshold: int):
@@ -98,7 +100,7 @@ class ManagedLookup(LookupModule):
         super().__init__(spec, statistics)
         cardinalities = statistics.cardinalities
         if spec.rows is not None:
-            exact, self.rows = [], dict.fromkeys(self.feature_names, max(2, spec.rows))
+            exact, self.rows = [], dict.fromkeys(self.feature_names, spec.rows)
         else:
             shares = feature_shares(cardinalities, spec.embedding_dim, spec.compression, spec.bytes, self.full_bytes)
             exact = held_exactly(cardinalities, spec.embedding_dim, shares) if spec.exact_when_fits else []

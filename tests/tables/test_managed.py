@@ -76,6 +76,7 @@ def test_evaluation_leaves_the_state_alone_and_the_state_dict_carries_it():
     [
         ({"eviction": "fifo"}, "eviction"),
         ({"admit_count": 0}, "admit_count and eviction_interval must be at least 1"),
+        ({"rows": 1}, "managed tables need rows of at least 2"),
     ],
 )
 def test_bad_specs_name_the_option(options, message):
