@@ -12,7 +12,8 @@ quiet_libraries()
 
 from recsys.data.cache import PreparedCache  # noqa: E402
 from recsys.data.prepare import PrepareOptions, prepare  # noqa: E402
-from recsys.data.synth import SynthConfig, write_synthetic  # noqa: E402
+from recsys.data.synth import SynthConfig  # noqa: E402
+from recsys.data.synth_files import write_synthetic  # noqa: E402
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 CRITEO_SAMPLE = SHARED_DATA / "criteo" / "train_8k.tsv"

@@ -17,6 +17,8 @@ from recsys.cli.arguments import (
 def add_commands(commands: argparse._SubParsersAction) -> None:
     from recsys.data.formats import FORMATS
     from recsys.data.prepare import PrepareOptions
+    from recsys.data.synth import MLPERF_CAP, PROFILES, SynthConfig
+    from recsys.data.synth_files import default_workers
 
     defaults = PrepareOptions()
 
@@ -26,22 +28,56 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     synth = data.add_parser(
         "synth",
         help="write synthetic Criteo-format data with a planted click model",
-        description="Write rows in Criteo's raw format (label, I1..I13, C1..C26 hex) with Criteo Kaggle's "
-        "cardinality profile, Zipf-like value frequencies and labels from a hidden model with per-value "
-        "effects and pairwise interactions. Deterministic for a seed.",
+        description="Write rows in Criteo's raw format (label, I1..I13, C1..C26 hex) with Criteo Kaggle's or "
+        "Terabyte's cardinality profile, Zipf-like value frequencies and labels from a hidden model with per-value "
+        "effects and pairwise interactions. Deterministic for a seed, whatever the number of workers. With --days, "
+        "one file per day, each day passing a share of every feature's ranks to new ids.",
     )
     synth.add_argument(
-        "-o", "--output", type=output_file, required=True, help="output file (.tsv, or .tsv.gz to compress)"
+        "-o",
+        "--output",
+        type=output_file,
+        required=True,
+        help="output file (.tsv, or .tsv.gz to compress); with --days N, day d goes to its name with _d before "
+        "the extension (day.tsv.gz -> day_0.tsv.gz, day_1.tsv.gz, ...)",
     )
-    synth.add_argument("--rows", type=positive_int, default=1_000_000, help="rows to write (default 1,000,000)")
+    synth.add_argument(
+        "--rows", type=positive_int, default=1_000_000, help="rows to write, per day with --days (default 1,000,000)"
+    )
+    synth.add_argument(
+        "--profile",
+        choices=list(PROFILES),
+        default="kaggle",
+        help="per-feature vocabulary sizes: Criteo Kaggle's (33.8M ids in all) or Terabyte's (883M; default kaggle)",
+    )
     synth.add_argument(
         "--cardinality-scale",
         type=float,
         default=1.0,
-        help="multiple of Criteo Kaggle's vocabulary sizes (default 1): below 1 shrinks them (small ones keep "
-        "theirs), above 1 grows them towards Terabyte-size vocabularies, up to 423 (2^32 ids for C3)",
+        help="multiple of the profile's vocabulary sizes (default 1): below 1 shrinks them (small ones keep "
+        "theirs), above 1 grows them, up to 2^32 ids for the largest (423 for Kaggle, 14 for Terabyte)",
+    )
+    synth.add_argument(
+        "--cap",
+        type=positive_int,
+        help=f"at most this many values per feature, as MLPerf caps Terabyte's at {MLPERF_CAP:,} (default: no cap)",
+    )
+    synth.add_argument("--days", type=positive_int, default=1, help="days to write, one file each (default 1)")
+    synth.add_argument(
+        "--daily-churn",
+        type=float,
+        default=SynthConfig.daily_churn,
+        help="share of each feature's ranks passing to a new id each day: drifting popularity, new ids "
+        f"(default {SynthConfig.daily_churn})",
     )
     synth.add_argument("--seed", type=int, default=0, help="seed of the planted model and the rows (default 0)")
+    synth.add_argument(
+        "--workers",
+        type=positive_int,
+        default=default_workers(),
+        help=f"processes making rows (default {default_workers()}, one per core)",
+    )
+    synth.add_argument("--overwrite", action="store_true", help="replace existing output files")
     synth.set_defaults(handler=run_synth)
     prepare = data.add_parser(
         "prepare",
@@ -98,12 +134,27 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 def run_synth(arguments: argparse.Namespace) -> None:
     from tqdm import tqdm
 
-    from recsys.data.synth import SynthConfig, write_synthetic
+    from recsys.data.synth import SynthConfig
+    from recsys.data.synth_files import day_paths, write_synthetic
 
-    config = SynthConfig(rows=arguments.rows, cardinality_scale=arguments.cardinality_scale, seed=arguments.seed)
-    with tqdm(total=config.rows, unit="rows", unit_scale=True, desc="synth") as bar:
-        write_synthetic(config, arguments.output, on_rows=bar.update)
-    print(f"wrote {config.rows:,} rows to {arguments.output}")
+    config = SynthConfig(
+        rows=arguments.rows,
+        cardinality_scale=arguments.cardinality_scale,
+        seed=arguments.seed,
+        profile=arguments.profile,
+        cap=arguments.cap,
+        days=arguments.days,
+        daily_churn=arguments.daily_churn,
+    )
+    existing = [str(path) for path in day_paths(arguments.output, config.days) if path.exists()]
+    if existing and not arguments.overwrite:
+        raise ValueError(
+            f"-o: {', '.join(existing)} already exist{'s' if len(existing) == 1 else ''}; "
+            "give --overwrite to replace, or another name"
+        )
+    with tqdm(total=config.rows * config.days, unit="rows", unit_scale=True, desc="synth") as bar:
+        paths = write_synthetic(config, arguments.output, on_rows=bar.update, workers=arguments.workers)
+    print(f"wrote {config.rows * config.days:,} rows to {', '.join(map(str, paths))}")
 
 
 TEST_FILES_SPLIT = (0.9, 0.1, 0.0)

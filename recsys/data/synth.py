@@ -1,28 +1,32 @@
 """Synthetic click logs in Criteo's raw format, with a planted signal that hash collisions destroy.
 
-Why: real Criteo is 45M rows and may not be redistributed, so the demo, the tests and the
-benchmarks need data of the same shape that anyone can make. Rows follow Criteo Kaggle's
-per-feature cardinality profile (scalable), Zipf-like value frequencies and per-feature missing
-rates; labels are drawn from a hidden model
+Why: real Criteo is 45M rows (Kaggle) to 4.2B rows (Terabyte) and may not be redistributed, so the
+demo, the tests and the benchmarks need data of the same shape that anyone can make, at any scale.
+Rows follow Criteo Kaggle's or Terabyte's per-feature cardinality profile (scalable, optionally
+capped as MLPerf caps Terabyte's), Zipf-like value frequencies and per-feature missing rates; labels
+are drawn from a hidden model
 
     logit = bias + sum_f w_f[v_f] + sum_{(f, g) in pairs} <u_f[v_f], u_g[v_g]> + sum_j beta_j x_j
 
 with one effect per categorical value (so telling values apart matters: a table that merges two
 values into one row cannot fit both effects) and low-rank pairwise interactions. Every number is a
-pure function of (seed, feature, value rank), computed by hashing, so the generator needs no memory
-per value and the same seed always writes the same bytes.
+pure function of (seed, feature, value), computed by hashing, so the generator needs no memory per
+value and the same seed always writes the same bytes. The effects of each day's most frequent
+values are tabulated once (the same numbers, looked up instead of rehashed for every row).
+
+Days (`days` > 1) model a log that moves: each day a share `daily_churn` of every feature's ranks
+passes to a value never seen before (a new id, with effects of its own), so popularity drifts and
+new ids keep arriving, as continuous training meets them. Day 0 is the single-file data.
 """
 
 from __future__ import annotations
 
-import gzip
 import math
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from recsys.data.criteo import CRITEO
 from recsys.data.fields import dense_transform
@@ -32,23 +36,38 @@ CRITEO_KAGGLE_CARDINALITIES = (
     27, 14992, 5461306, 10, 5652, 2173, 4, 7046547, 18, 15, 286181, 105, 142572,
 )  # fmt: skip
 """Distinct values per categorical feature C1..C26 in the Criteo Kaggle training set."""
+CRITEO_TERABYTE_CARDINALITIES = (
+    227605432, 39060, 17295, 7424, 20265, 3, 7122, 1543, 63, 130229467, 3067956, 405282, 10,
+    2209, 11938, 155, 4, 976, 14, 292775614, 40790948, 187188510, 590152, 12973, 108, 36,
+)  # fmt: skip
+"""Distinct values per categorical feature C1..C26 over Criteo Terabyte's 24 days (882,774,559 in all)."""
+PROFILES = {"kaggle": CRITEO_KAGGLE_CARDINALITIES, "terabyte": CRITEO_TERABYTE_CARDINALITIES}
+MLPERF_CAP = 40_000_000
+"""MLPerf's DLRM benchmark hashes each Terabyte feature into at most this many rows (204M rows in all)."""
 
 GENERATOR_VERSION = 2
 """Bumped whenever the same config would write different rows, so cached synthetic data is remade."""
-HEX_DIGITS = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+HEX_PAIRS = np.frombuffer(b"".join(f"{byte:02x}".encode() for byte in range(256)), dtype=np.uint16)
+"""The two lowercase hex digits of each byte, as one 2-byte unit."""
 INTERACTION_RANK = 4
 ID_SPACE = 1 << 32
-"""Ids are 8 hex digits (a bijection of ranks in [0, 2^32)), so no feature may have more values."""
+"""Ids are 8 hex digits (a bijection of values in [0, 2^32)), so no feature may have more values."""
+TABLE_LIMIT = 1 << 18
+"""At most this many of a feature's most frequent ranks have their effects tabulated per day."""
 
 
 @dataclass(frozen=True)
 class SynthConfig:
     """What to generate. `cardinality_scale` scales every feature's vocabulary: below 1 it shrinks them (small
-    ones keep theirs), above 1 it grows them towards Terabyte-size vocabularies (up to 2^32 values each)."""
+    ones keep theirs), above 1 it grows them (up to 2^32 values each); `cap` then caps each. `rows` are per day."""
 
     rows: int
     cardinality_scale: float = 1.0
     seed: int = 0
+    profile: str = "kaggle"
+    cap: int | None = None
+    days: int = 1
+    daily_churn: float = 0.05
     zipf_exponent: float = 1.1
     value_effect: float = 0.6
     interaction_pairs: int = 8
@@ -60,22 +79,40 @@ class SynthConfig:
             raise ValueError(f"rows must be positive, got {self.rows}")
         if not self.cardinality_scale > 0:
             raise ValueError(f"cardinality_scale must be positive, got {self.cardinality_scale}")
-        largest = max(CRITEO_KAGGLE_CARDINALITIES)
-        if round(largest * self.cardinality_scale) > ID_SPACE:
-            raise ValueError(
-                f"cardinality_scale {self.cardinality_scale:g} gives C3 {round(largest * self.cardinality_scale):,} "
-                f"values, more than the {ID_SPACE:,} 8-hex-digit ids; use at most {ID_SPACE // largest}"
-            )
+        if self.profile not in PROFILES:
+            raise ValueError(f"unknown profile {self.profile!r}; choose one of {', '.join(PROFILES)}")
+        if self.cap is not None and self.cap < 1:
+            raise ValueError(f"cap must be at least 1 value per feature, got {self.cap}")
+        if self.days < 1:
+            raise ValueError(f"days must be at least 1, got {self.days}")
+        if not 0 <= self.daily_churn <= 1:
+            raise ValueError(f"daily_churn must be in [0, 1], got {self.daily_churn}")
+        self.check_id_space()
         if self.zipf_exponent <= 1:
             raise ValueError(f"zipf_exponent must be > 1, got {self.zipf_exponent}")
         if not 0 < self.click_rate < 1:
             raise ValueError(f"click_rate must be in (0, 1), got {self.click_rate}")
 
+    def generations(self) -> int:
+        """How many values one rank can hold over the days (each churn gives it a new one)."""
+        return math.ceil(self.daily_churn * (self.days - 1)) + 1
+
+    def check_id_space(self) -> None:
+        """Every value of every day must have its own 8-hex-digit id."""
+        cardinalities = self.cardinalities()
+        largest = int(np.argmax(cardinalities))
+        values = cardinalities[largest] * self.generations()
+        if values > ID_SPACE:
+            base = PROFILES[self.profile][largest]
+            over_days = f" over {self.days} days" if self.generations() > 1 else ""
+            raise ValueError(
+                f"cardinality_scale {self.cardinality_scale:g} gives C{largest + 1} {values:,} values{over_days}, "
+                f"more than the {ID_SPACE:,} 8-hex-digit ids; use at most {ID_SPACE // (base * self.generations())}"
+            )
+
     def cardinalities(self) -> list[int]:
-        return [
-            max(min(cardinality, 10), round(cardinality * self.cardinality_scale))
-            for cardinality in CRITEO_KAGGLE_CARDINALITIES
-        ]
+        scaled = [max(min(base, 10), round(base * self.cardinality_scale)) for base in PROFILES[self.profile]]
+        return scaled if self.cap is None else [min(cardinality, self.cap) for cardinality in scaled]
 
 
 def splitmix64(values: np.ndarray) -> np.ndarray:
@@ -125,11 +162,28 @@ def zipf_ranks(uniforms: np.ndarray, cardinality: int, exponent: float) -> np.nd
 
 
 def hex_strings(ids: np.ndarray, missing: np.ndarray) -> pl.Series:
-    """uint32 ids as 8-digit lowercase hex strings; null where missing."""
-    shifts = np.arange(28, -1, -4, dtype=np.uint32)
-    digits = HEX_DIGITS[(ids[:, None] >> shifts) & np.uint32(15)]
-    series = pl.Series(np.ascontiguousarray(digits).view("S8").ravel()).cast(pl.String)
-    return series.scatter(np.flatnonzero(missing), None) if missing.any() else series
+    """uint32 ids as 8-digit lowercase hex strings; null where missing. The digits are written straight into
+    an Arrow string array (fixed offsets): building one Python bytes object per id was most of the
+    generator's time."""
+    digits = HEX_PAIRS[np.ascontiguousarray(ids, dtype=">u4").view(np.uint8).reshape(-1, 4)]
+    offsets = np.arange(0, 8 * len(ids) + 1, 8, dtype=np.int32)
+    return arrow_column(pa.string(), [offsets, digits], missing)
+
+
+def integer_column(values: np.ndarray) -> pl.Series:
+    """Whole floats as an Int64 column, null where NaN."""
+    missing = np.isnan(values)
+    return arrow_column(pa.int64(), [np.where(missing, 0.0, values).astype(np.int64)], missing)
+
+
+def arrow_column(arrow_type: pa.DataType, buffers: list[np.ndarray], missing: np.ndarray) -> pl.Series:
+    """A column from an Arrow array's data buffers and a missing mask (its validity bitmap), without a copy
+    per value."""
+    validity = pa.py_buffer(np.packbits(~missing, bitorder="little")) if missing.any() else None
+    array = pa.Array.from_buffers(
+        arrow_type, len(missing), [validity, *map(pa.py_buffer, buffers)], null_count=int(missing.sum())
+    )
+    return pl.from_arrow(array)
 
 
 class PlantedModel:
@@ -148,6 +202,7 @@ class PlantedModel:
         pairs = [(first, second) for first in range(feature_count) for second in range(first + 1, feature_count)]
         chosen = generator.choice(len(pairs), size=config.interaction_pairs, replace=False)
         self.pairs = [pairs[index] for index in sorted(chosen)]
+        self.paired = {feature for pair in self.pairs for feature in pair}
         self.bias = 0.0
         calibration = self.sample_features(np.random.default_rng([config.seed, 7]), 50_000)
         self.dense_center = dense_transform(calibration[0]).mean(axis=0)
@@ -168,60 +223,88 @@ class PlantedModel:
         dense = np.floor(generator.lognormal(0.0, 1.2, size=(rows, len(CRITEO.dense_features))) * self.dense_scales)
         dense[:, 1] -= generator.random(rows) < 0.05  # Criteo's I2 has small negative values
         dense[generator.random(dense.shape) < self.dense_missing_rates] = np.nan
-        ranks = np.stack(
-            [
-                zipf_ranks(generator.random(rows), cardinality, self.config.zipf_exponent)
-                for cardinality in self.cardinalities
-            ],
-            axis=1,
-        )
-        missing = generator.random(ranks.shape) < self.missing_rates
+        by_feature = np.empty((len(self.cardinalities), rows), dtype=np.int64)  # each feature's column contiguous
+        for feature, cardinality in enumerate(self.cardinalities):
+            by_feature[feature] = zipf_ranks(generator.random(rows), cardinality, self.config.zipf_exponent)
+        ranks = by_feature.T
+        missing = np.asfortranarray(generator.random(ranks.shape) < self.missing_rates)
         return dense, ranks, missing
 
-    def logits(self, dense: np.ndarray, ranks: np.ndarray, missing: np.ndarray) -> np.ndarray:
-        seed = self.config.seed
-        keys = np.where(missing, -1, ranks)  # a missing value has an effect of its own
+    def values(self, feature: int, ranks: np.ndarray, day: int) -> np.ndarray:
+        """The values at `ranks` of a feature on `day`: the rank itself on day 0; after that, each rank passes
+        to a new value (rank + cardinality x generation) once in 1 / daily_churn days, at a point of its own."""
+        if day == 0 or self.config.daily_churn == 0:
+            return ranks
+        phase = hashed_uniform(keyed_hash(self.config.seed, 90, feature, ranks))
+        generation = np.floor(self.config.daily_churn * day + phase).astype(np.int64)
+        return ranks + self.cardinalities[feature] * generation
+
+    def effects(self, feature: int, keys: np.ndarray) -> np.ndarray:
+        """(streams, len(keys)): the feature's strength times the value effect w_f, then the interaction vector u_f
+        where the feature is paired; key -1 is the missing value, which has effects of its own."""
+        interactions = [10 + component * 2 for component in range(INTERACTION_RANK)]
+        streams = [0] + (interactions if feature in self.paired else [])
+        effects = np.stack([hashed_normal(self.config.seed, stream, feature, keys) for stream in streams])
+        effects[0] *= self.feature_strengths[feature]
+        return effects
+
+    def logits(
+        self, dense: np.ndarray, ranks: np.ndarray, missing: np.ndarray, tables: EffectTables | None = None
+    ) -> np.ndarray:
+        """Click logits of rows of day 0, or of the day `tables` were made for (they only save hashing)."""
+        tables = tables or EffectTables(self, day=0, head_rows=0)
+        effects = [tables.lookup(feature, ranks[:, feature], missing[:, feature]) for feature in range(ranks.shape[1])]
         logits = np.full(len(ranks), self.bias)
-        for feature, strength in enumerate(self.feature_strengths):
-            logits += strength * hashed_normal(seed, 0, feature, keys[:, feature])
+        for feature_effects in effects:
+            logits += feature_effects[0]
         scale = self.config.interaction_effect / math.sqrt(INTERACTION_RANK)
+        product = np.empty_like(logits)
         for first, second in self.pairs:
-            for component in range(INTERACTION_RANK):
-                left = hashed_normal(seed, 10 + component * 2, first, keys[:, first])
-                right = hashed_normal(seed, 10 + component * 2, second, keys[:, second])
-                logits += scale * left * right
+            for component in range(1, INTERACTION_RANK + 1):
+                np.multiply(scale, effects[first][component], out=product)
+                product *= effects[second][component]
+                logits += product
         logits += (dense_transform(dense) - self.dense_center) @ self.dense_weights
         return logits
 
 
-def generate_blocks(config: SynthConfig, block_rows: int = 200_000) -> Iterator[pl.DataFrame]:
-    """Yield raw Criteo rows (as string/integer columns) in blocks, deterministic for a seed."""
-    model = PlantedModel(config)
-    for block_index, start in enumerate(range(0, config.rows, block_rows)):
-        rows = min(block_rows, config.rows - start)
-        generator = np.random.default_rng([config.seed, 1, block_index])
-        dense, ranks, missing = model.sample_features(generator, rows)
-        probabilities = 1.0 / (1.0 + np.exp(-model.logits(dense, ranks, missing)))
-        labels = (generator.random(rows) < probabilities).astype(np.int8)
-        columns = {CRITEO.label: pl.Series(labels)}
-        for index, name in enumerate(CRITEO.dense_features):
-            columns[name] = pl.Series(dense[:, index]).fill_nan(None).cast(pl.Int64)
-        for index, name in enumerate(CRITEO.sparse_features):
-            ids = rank_to_id(ranks[:, index], index, config.seed)
-            columns[name] = hex_strings(ids, missing[:, index])
-        yield pl.DataFrame(columns)
+class EffectTables:
+    """The effects of one day's `head_rows` most frequent ranks of every feature, hashed once; rarer ranks are
+    hashed when they occur. Zipf frequencies put most rows in the head (C3 of Kaggle: 89% in its top 2^18)."""
+
+    def __init__(self, model: PlantedModel, day: int, head_rows: int) -> None:
+        self.model = model
+        self.day = day
+        self.tables = []
+        for feature, cardinality in enumerate(model.cardinalities):
+            head = np.arange(min(cardinality, head_rows), dtype=np.int64)
+            keys = np.concatenate([[-1], model.values(feature, head, day)])
+            self.tables.append(model.effects(feature, keys))
+
+    def lookup(self, feature: int, ranks: np.ndarray, missing: np.ndarray) -> np.ndarray:
+        """(streams, rows) effects of a feature's values at `ranks` (missing where `missing`)."""
+        table = self.tables[feature]
+        head = table.shape[1] - 1
+        rows = np.where(missing, 0, ranks + 1)
+        beyond = rows > head
+        effects = np.take(table, np.where(beyond, 0, rows), axis=1)
+        if beyond.any():
+            keys = self.model.values(feature, ranks[beyond], self.day)
+            effects[:, beyond] = self.model.effects(feature, keys)
+        return effects
 
 
-def write_synthetic(config: SynthConfig, output: Path, on_rows: Callable[[int], None] | None = None) -> None:
-    """Write `config.rows` rows to `output` (gzip if it ends in .gz), atomically."""
-    partial = output.with_name(output.name + ".partial")
-    opener = gzip.open if output.suffix == ".gz" else open
-    try:
-        with opener(partial, "wb") as stream:
-            for block in generate_blocks(config):
-                block.write_csv(stream, separator="\t", include_header=False, quote_style="never", null_value="")
-                if on_rows is not None:
-                    on_rows(len(block))
-        partial.replace(output)
-    finally:
-        partial.unlink(missing_ok=True)
+def block_frame(model: PlantedModel, tables: EffectTables, block_index: int, rows: int) -> pl.DataFrame:
+    """Raw Criteo rows (string/integer columns) of one block of a day, deterministic for (seed, day, block)."""
+    seed, day = model.config.seed, tables.day
+    generator = np.random.default_rng([seed, 1, block_index] if day == 0 else [seed, 1, block_index, day])
+    dense, ranks, missing = model.sample_features(generator, rows)
+    probabilities = 1.0 / (1.0 + np.exp(-model.logits(dense, ranks, missing, tables)))
+    labels = (generator.random(rows) < probabilities).astype(np.int8)
+    columns = {CRITEO.label: pl.Series(labels)}
+    for index, name in enumerate(CRITEO.dense_features):
+        columns[name] = integer_column(dense[:, index])
+    for index, name in enumerate(CRITEO.sparse_features):
+        ids = rank_to_id(model.values(index, ranks[:, index], day), index, seed)
+        columns[name] = hex_strings(ids, missing[:, index])
+    return pl.DataFrame(columns)

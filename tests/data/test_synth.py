@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+
 import numpy as np
 import pytest
 
@@ -9,12 +11,15 @@ from recsys.data.bad_rows import BadRowTally
 from recsys.data.criteo import read_criteo
 from recsys.data.synth import (
     CRITEO_KAGGLE_CARDINALITIES,
+    MLPERF_CAP,
+    EffectTables,
     PlantedModel,
     SynthConfig,
-    generate_blocks,
+    block_frame,
     hex_strings,
-    write_synthetic,
+    integer_column,
 )
+from recsys.data.synth_files import day_paths, write_synthetic
 from recsys.train.metrics import roc_auc
 from tests.conftest import SYNTHETIC
 
@@ -77,7 +82,69 @@ def test_vocabularies_grow_past_kaggle_up_to_the_id_space():
     assert cardinalities[2] == 1_013_122_700 and cardinalities[8] == 300  # C3 x 100; C9 (3 values) x 100
     _, ranks, _ = PlantedModel(config).sample_features(np.random.default_rng(0), 20_000)
     assert ranks[:, 2].max() > CRITEO_KAGGLE_CARDINALITIES[2]  # the Zipf tail reaches past Kaggle's C3
-    grown = next(generate_blocks(config, block_rows=20_000))["C3"].drop_nulls()
+    model = PlantedModel(config)
+    grown = block_frame(model, EffectTables(model, day=0, head_rows=1000), 0, 20_000)["C3"].drop_nulls()
     assert grown.str.len_chars().eq(8).all()
     with pytest.raises(ValueError, match="more than the 4,294,967,296 8-hex-digit ids; use at most 423"):
         SynthConfig(rows=10, cardinality_scale=500)
+
+
+def test_integer_columns_keep_whole_values_and_null_nans():
+    values = np.array([3.0, np.nan, -1.0, 0.0, 2.0**40])
+    assert integer_column(values).to_list() == [3, None, -1, 0, 2**40]
+
+
+def test_tabulated_effects_equal_hashing_every_row():
+    config = SynthConfig(rows=5000, cardinality_scale=0.01, seed=4, days=3, daily_churn=0.3)
+    model = PlantedModel(config)
+    dense, ranks, missing = model.sample_features(np.random.default_rng(2), 5000)
+    for day in (0, 2):
+        hashed = model.logits(dense, ranks, missing, EffectTables(model, day, head_rows=0))
+        tabulated = model.logits(dense, ranks, missing, EffectTables(model, day, head_rows=300))
+        np.testing.assert_array_equal(tabulated, hashed)  # the tables only save hashing: bit for bit
+
+
+def test_workers_write_the_same_bytes_and_days_follow_the_name(tmp_path):
+    config = SynthConfig(rows=12_000, cardinality_scale=0.002, days=2)
+    alone = write_synthetic(config, tmp_path / "alone.tsv", block_rows=5000)
+    shared = write_synthetic(config, tmp_path / "shared.tsv.gz", block_rows=5000, workers=2)
+    assert [path.name for path in shared] == ["shared_0.tsv.gz", "shared_1.tsv.gz"]
+    assert [path.read_bytes() for path in alone] == [gzip.decompress(path.read_bytes()) for path in shared]
+    one_day = SynthConfig(rows=12_000, cardinality_scale=0.002)
+    single_day = write_synthetic(one_day, tmp_path / "one.tsv", block_rows=5000)
+    assert single_day[0].read_bytes() == alone[0].read_bytes()  # day 0 is the single-file data
+    assert sorted(entry.name for entry in tmp_path.iterdir()) == sorted(  # no parts or partial files left behind
+        ["alone_0.tsv", "alone_1.tsv", "shared_0.tsv.gz", "shared_1.tsv.gz", "one.tsv"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("day.tsv.gz", ["day_0.tsv.gz", "day_1.tsv.gz"]),
+        ("rows.tsv", ["rows_0.tsv", "rows_1.tsv"]),
+        ("log", ["log_0", "log_1"]),
+    ],
+)
+def test_day_files_are_named_before_the_extension(tmp_path, name, expected):
+    assert [path.name for path in day_paths(tmp_path / name, 2)] == expected
+
+
+def test_each_day_a_share_of_the_ranks_passes_to_new_ids(tmp_path):
+    churn = 0.2
+    config = SynthConfig(rows=20_000, cardinality_scale=0.01, seed=6, days=2, daily_churn=churn)
+    days = [next(read_criteo([path], BadRowTally()))[0] for path in write_synthetic(config, tmp_path / "day.tsv")]
+    head = days[0]["C3"].drop_nulls().value_counts(sort=True)["C3"][:200].to_list()
+    kept = len(set(head) & set(days[1]["C3"].to_list()))
+    # each of the 200 most frequent values stays with probability 1 - churn (binomial: mean 160, sd 5.7)
+    assert 200 * (1 - churn) - 20 < kept < 200 * (1 - churn) + 20
+    assert days[1].height == days[0].height == 20_000
+
+
+def test_the_terabyte_profile_capped_as_mlperf_caps_it():
+    capped = SynthConfig(rows=10, profile="terabyte", cap=MLPERF_CAP).cardinalities()
+    # MLPerf DLRM's num_embeddings_per_feature (torchrec's examples/dlrm README), written out independently
+    mlperf = [40000000, 39060, 17295, 7424, 20265, 3, 7122, 1543, 63, 40000000, 3067956, 405282, 10, 2209, 11938,
+              155, 4, 976, 14, 40000000, 40000000, 40000000, 590152, 12973, 108, 36]  # fmt: skip
+    assert capped == mlperf and sum(capped) == 204_184_588
+    assert max(SynthConfig(rows=10, profile="terabyte").cardinalities()) == 292_775_614  # C20 uncapped
