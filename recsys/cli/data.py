@@ -128,6 +128,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         default=defaults.block_bytes >> 20,
         help=f"raw megabytes parsed per block, at least 1; bounds memory (default {defaults.block_bytes >> 20})",
     )
+    prepare.add_argument(
+        "--stats-memory-mb",
+        type=positive_int,
+        default=defaults.statistics_memory_bytes >> 20,
+        help="memory each feature's id counting may hold, at least 64; a vocabulary too large for it is counted "
+        f"exactly in hash partitions, one pass each (default {defaults.statistics_memory_bytes >> 20})",
+    )
     prepare.set_defaults(handler=run_prepare)
 
 
@@ -173,6 +180,7 @@ def run_prepare(arguments: argparse.Namespace) -> None:
         skip_bad_rows=arguments.skip_bad_rows,
         overwrite=arguments.overwrite,
         block_bytes=arguments.block_mb << 20,
+        statistics_memory_bytes=arguments.stats_memory_mb << 20,
         format=arguments.format,
         shuffle=arguments.shuffle,
     )

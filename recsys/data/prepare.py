@@ -22,7 +22,7 @@ from recsys.data.bad_rows import BadRowTally
 from recsys.data.cache import FORMAT_VERSION, META_FILE, PARTS_DIRECTORY, SPLITS, PreparedCache
 from recsys.data.fields import MISSING_ID
 from recsys.data.formats import DatasetFormat, dataset_format
-from recsys.data.stats import FREQUENCY_DIRECTORY, write_statistics
+from recsys.data.stats import FREQUENCY_DIRECTORY, STATISTICS_MEMORY_BYTES, write_statistics
 from recsys.outputs import check_apart, put_in_place, remove, temporary_directory
 
 
@@ -34,6 +34,8 @@ class PrepareOptions:
     skip_bad_rows: bool = False
     overwrite: bool = False
     block_bytes: int = 32 << 20
+    statistics_memory_bytes: int = STATISTICS_MEMORY_BYTES
+    """Memory each feature's id counting may hold; larger vocabularies are counted in partitions (more passes)."""
     format: str = "criteo"
     """The raw format, a name in `recsys.data.formats.FORMATS`."""
     test_paths: tuple[Path, ...] = ()
@@ -55,6 +57,8 @@ class PrepareOptions:
             raise ValueError(f"the shuffle seed must be a whole number from 0 to 2**64 - 1, got {self.shuffle}")
         if self.block_bytes < 1 << 20:
             raise ValueError(f"blocks must be at least 1 MB, got {self.block_bytes:,} bytes")
+        if self.statistics_memory_bytes < 64 << 20:
+            raise ValueError(f"statistics memory must be at least 64 MB, got {self.statistics_memory_bytes:,} bytes")
 
 
 def is_row_counts(split: tuple[float, ...]) -> bool:
@@ -157,7 +161,9 @@ def prepare(
             raise ValueError(f"{total} rows leave the training split empty; give more rows or a larger train fraction")
         parts = sorted((partial / PARTS_DIRECTORY).glob("part-*.parquet"))
         train_rows = pl.scan_parquet(parts).head(splits["train"])
-        cardinalities = write_statistics(train_rows, list(schema.sparse_features), partial / FREQUENCY_DIRECTORY)
+        cardinalities = write_statistics(
+            train_rows, list(schema.sparse_features), partial / FREQUENCY_DIRECTORY, options.statistics_memory_bytes
+        )
         meta = {
             "format_version": FORMAT_VERSION,
             "name": schema.name,

@@ -99,30 +99,25 @@ def pair_counts(
     return counts[first].to_numpy(), counts[second].to_numpy(), counts["rows"].to_numpy()
 
 
-def count_ids(rows: pl.LazyFrame, feature: str) -> pl.DataFrame:
-    """Id frequencies of one feature (every id of a bag counts), most frequent first."""
-    import polars as pl
-
-    ids = pl.col(feature)
-    if isinstance(rows.collect_schema()[feature], pl.List):
-        rows = rows.select(ids.explode())
-    return (
-        rows.group_by(ids.alias("id"))
-        .agg(pl.len().cast(pl.Int64).alias("count"))
-        .sort(["count", "id"], descending=[True, False])
-        .collect()
-    )
+STATISTICS_MEMORY_BYTES = 2 << 30
+"""Memory one feature's counting may hold by default."""
 
 
-def write_statistics(rows: pl.LazyFrame, features: list[str], directory: Path) -> dict[str, int]:
-    """Write `<feature>.parquet` (id, count) per feature; return the cardinalities."""
+def write_statistics(
+    rows: pl.LazyFrame, features: list[str], directory: Path, memory_bytes: int = STATISTICS_MEMORY_BYTES
+) -> dict[str, int]:
+    """Write `<feature>.parquet` (id, count; most frequent first, ties by id) per feature, counting each
+    within about `memory_bytes` (`recsys.data.counting`); return the cardinalities."""
+    from recsys.data.counting import estimated_distinct, partitions_for, write_frequencies
+
     directory.mkdir(parents=True, exist_ok=True)
-    cardinalities = {}
-    for feature in features:
-        frequencies = count_ids(rows, feature)
-        frequencies.write_parquet(directory / f"{feature}.parquet")
-        cardinalities[feature] = len(frequencies)
-    return cardinalities
+    estimates = estimated_distinct(rows, features)
+    return {
+        feature: write_frequencies(
+            rows, feature, directory / f"{feature}.parquet", partitions_for(estimates[feature], memory_bytes)
+        )
+        for feature in features
+    }
 
 
 class RecordingStatistics(FeatureStatistics):
