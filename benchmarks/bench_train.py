@@ -1,4 +1,4 @@
-"""Training throughput: recsys DLRM (full, hashing) against a minimal torchrec reference, in one run.
+"""Training throughput: recsys DLRM (full; hashing, qr, unified at 10x) against a torchrec reference, in one run.
 
 The reference is what one would write by hand with torchrec: an EmbeddingBagCollection with the
 same table sizes fed ids that are already row numbers, the same MLP widths, the same DMP wrapping,
@@ -104,6 +104,8 @@ def main() -> None:
     for name, tables in (
         ("recsys full", {"strategy": "full"}),
         ("recsys hashing-10x", {"strategy": "hashing", "compression": 10}),
+        ("recsys qr-10x", {"strategy": "qr", "compression": 10}),
+        ("recsys unified-10x", {"strategy": "unified", "compression": 10}),
     ):
         job = Job(cache, spec_from_mapping(tables), "dlrm", TrainConfig(), {"bottom_mlp": BOTTOM, "top_mlp": TOP})
         model, _ = build(job)

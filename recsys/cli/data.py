@@ -38,8 +38,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "--output",
         type=output_file,
         required=True,
-        help="output file (.tsv, or .tsv.gz to compress); with --days N, day d goes to its name with _d before "
-        "the extension (day.tsv.gz -> day_0.tsv.gz, day_1.tsv.gz, ...)",
+        help="output file (.tsv, or .tsv.gz to compress); with --days or --first-day, day d goes to its name with "
+        "_d before the extension (day.tsv.gz -> day_0.tsv.gz, day_1.tsv.gz, ...)",
     )
     synth.add_argument(
         "--rows", type=positive_int, default=1_000_000, help="rows to write, per day with --days (default 1,000,000)"
@@ -63,6 +63,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         help=f"at most this many values per feature, as MLPerf caps Terabyte's at {MLPERF_CAP:,} (default: no cap)",
     )
     synth.add_argument("--days", type=positive_int, default=1, help="days to write, one file each (default 1)")
+    synth.add_argument(
+        "--first-day",
+        type=non_negative_int,
+        default=0,
+        help="the first day to write: continue a log written earlier with the same settings (default 0)",
+    )
     synth.add_argument(
         "--daily-churn",
         type=float,
@@ -151,9 +157,10 @@ def run_synth(arguments: argparse.Namespace) -> None:
         profile=arguments.profile,
         cap=arguments.cap,
         days=arguments.days,
+        first_day=arguments.first_day,
         daily_churn=arguments.daily_churn,
     )
-    existing = [str(path) for path in day_paths(arguments.output, config.days) if path.exists()]
+    existing = [str(path) for path in day_paths(arguments.output, config.days, config.first_day) if path.exists()]
     if existing and not arguments.overwrite:
         raise ValueError(
             f"-o: {', '.join(existing)} already exist{'s' if len(existing) == 1 else ''}; "

@@ -67,6 +67,8 @@ class SynthConfig:
     profile: str = "kaggle"
     cap: int | None = None
     days: int = 1
+    first_day: int = 0
+    """The first day written: a later run can continue a log (days 7, 8, ... of the same one)."""
     daily_churn: float = 0.05
     zipf_exponent: float = 1.1
     value_effect: float = 0.6
@@ -85,6 +87,8 @@ class SynthConfig:
             raise ValueError(f"cap must be at least 1 value per feature, got {self.cap}")
         if self.days < 1:
             raise ValueError(f"days must be at least 1, got {self.days}")
+        if self.first_day < 0:
+            raise ValueError(f"first_day must be 0 or later, got {self.first_day}")
         if not 0 <= self.daily_churn <= 1:
             raise ValueError(f"daily_churn must be in [0, 1], got {self.daily_churn}")
         self.check_id_space()
@@ -95,7 +99,7 @@ class SynthConfig:
 
     def generations(self) -> int:
         """How many values one rank can hold over the days (each churn gives it a new one)."""
-        return math.ceil(self.daily_churn * (self.days - 1)) + 1
+        return math.ceil(self.daily_churn * (self.first_day + self.days - 1)) + 1
 
     def check_id_space(self) -> None:
         """Every value of every day must have its own 8-hex-digit id."""
@@ -104,7 +108,7 @@ class SynthConfig:
         values = cardinalities[largest] * self.generations()
         if values > ID_SPACE:
             base = PROFILES[self.profile][largest]
-            over_days = f" over {self.days} days" if self.generations() > 1 else ""
+            over_days = f" by day {self.first_day + self.days - 1}" if self.generations() > 1 else ""
             raise ValueError(
                 f"cardinality_scale {self.cardinality_scale:g} gives C{largest + 1} {values:,} values{over_days}, "
                 f"more than the {ID_SPACE:,} 8-hex-digit ids; use at most {ID_SPACE // (base * self.generations())}"

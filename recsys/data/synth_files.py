@@ -65,9 +65,9 @@ def block_bytes(task: BlockTask) -> bytes:
     return gzip.compress(text, compresslevel=GZIP_LEVEL, mtime=0) if task.compress else text
 
 
-def day_paths(output: Path, days: int) -> list[Path]:
-    """The file of each day: `output` itself for one day, else `output` with `_<day>` before its extension."""
-    if days == 1:
+def day_paths(output: Path, days: int, first_day: int = 0) -> list[Path]:
+    """The file of each day: `output` itself for day 0 alone, else `output` with `_<day>` before its extension."""
+    if days == 1 and first_day == 0:
         return [output]
     compressed = output.name.endswith(".gz")
     core = output.name[: -len(".gz")] if compressed else output.name
@@ -75,7 +75,7 @@ def day_paths(output: Path, days: int) -> list[Path]:
     if not dot or not stem:
         stem, extension = core, ""
     suffix = (f".{extension}" if extension else "") + (".gz" if compressed else "")
-    return [output.with_name(f"{stem}_{day}{suffix}") for day in range(days)]
+    return [output.with_name(f"{stem}_{day}{suffix}") for day in range(first_day, first_day + days)]
 
 
 def day_tasks(config: SynthConfig, day: int, compress: bool, block_rows: int) -> list[BlockTask]:
@@ -118,8 +118,9 @@ def write_synthetic(
 ) -> list[Path]:
     """Write `config.rows` rows per day to each day's file (gzip where the name ends in .gz); return the files."""
     compress = output.name.endswith(".gz")
-    per_day = [day_tasks(config, day, compress, block_rows) for day in range(config.days)]
-    paths = day_paths(output, config.days)
+    days = range(config.first_day, config.first_day + config.days)
+    per_day = [day_tasks(config, day, compress, block_rows) for day in days]
+    paths = day_paths(output, config.days, config.first_day)
     parts = temporary_directory(output)
     blocks = made_in_order([task for tasks in per_day for task in tasks], workers, parts)
     try:

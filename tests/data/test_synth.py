@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -113,8 +114,10 @@ def test_workers_write_the_same_bytes_and_days_follow_the_name(tmp_path):
     one_day = SynthConfig(rows=12_000, cardinality_scale=0.002)
     single_day = write_synthetic(one_day, tmp_path / "one.tsv", block_rows=5000)
     assert single_day[0].read_bytes() == alone[0].read_bytes()  # day 0 is the single-file data
+    continued = write_synthetic(replace(config, days=1, first_day=1), tmp_path / "later.tsv", block_rows=5000)
+    assert continued[0].name == "later_1.tsv" and continued[0].read_bytes() == alone[1].read_bytes()
     assert sorted(entry.name for entry in tmp_path.iterdir()) == sorted(  # no parts or partial files left behind
-        ["alone_0.tsv", "alone_1.tsv", "shared_0.tsv.gz", "shared_1.tsv.gz", "one.tsv"]
+        ["alone_0.tsv", "alone_1.tsv", "shared_0.tsv.gz", "shared_1.tsv.gz", "one.tsv", "later_1.tsv"]
     )
 
 
