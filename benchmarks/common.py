@@ -9,7 +9,8 @@ from pathlib import Path
 from recsys.data.cache import PreparedCache
 from recsys.data.prepare import PrepareOptions, prepare
 from recsys.data.synth import SynthConfig
-from recsys.data.synth_files import default_workers, write_synthetic
+from recsys.data.synth_files import write_synthetic
+from recsys.machine import available_cores
 
 WORKDIR = Path(".bench")
 
@@ -20,7 +21,7 @@ def synthetic_file(rows: int, cardinality_scale: float = 1.0) -> Path:
     if not path.exists():
         WORKDIR.mkdir(exist_ok=True)
         print(f"writing {path} ...", flush=True)
-        write_synthetic(SynthConfig(rows=rows, cardinality_scale=cardinality_scale), path, workers=default_workers())
+        write_synthetic(SynthConfig(rows=rows, cardinality_scale=cardinality_scale), path, workers=available_cores())
     return path
 
 

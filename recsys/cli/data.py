@@ -18,7 +18,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     from recsys.data.formats import FORMATS
     from recsys.data.prepare import PrepareOptions
     from recsys.data.synth import MLPERF_CAP, PROFILES, SynthConfig
-    from recsys.data.synth_files import default_workers
+    from recsys.machine import available_cores
 
     defaults = PrepareOptions()
 
@@ -80,8 +80,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     synth.add_argument(
         "--workers",
         type=positive_int,
-        default=default_workers(),
-        help=f"processes making rows (default {default_workers()}, one per core)",
+        default=available_cores(),
+        help=f"processes making rows (default {available_cores()}, one per core)",
     )
     synth.add_argument("--overwrite", action="store_true", help="replace existing output files")
     synth.set_defaults(handler=run_synth)

@@ -15,13 +15,9 @@ import os
 import sys
 
 from recsys.cli.arguments import positive_int
+from recsys.machine import available_cores
 
 DETERMINISM = "a fixed seed gives identical results for a fixed thread count (not across counts)"
-
-
-def available_cores() -> int:
-    """The cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def add_threads(parser: argparse.ArgumentParser, what: str) -> None:

@@ -37,23 +37,22 @@ MERGE_CHUNK_ROWS = 1 << 20
 FREQUENCY_SCHEMA = pa.schema([("id", pa.int64()), ("count", pa.int64())])
 
 
+def id_values(schema: pl.Schema, feature: str) -> pl.Expr:
+    """The feature's ids as one column: one per row, or every id of every bag."""
+    if isinstance(schema[feature], pl.List):
+        return pl.col(feature).explode().drop_nulls()
+    return pl.col(feature)
+
+
 def ids_of(rows: pl.LazyFrame, feature: str) -> pl.LazyFrame:
-    """The feature's ids, one per row (every id of a bag counts), as column `id`."""
-    ids = pl.col(feature)
-    if isinstance(rows.collect_schema()[feature], pl.List):
-        return rows.select(ids.explode().drop_nulls().alias("id"))
-    return rows.select(ids.alias("id"))
+    """The feature's ids as column `id`."""
+    return rows.select(id_values(rows.collect_schema(), feature).alias("id"))
 
 
 def estimated_distinct(rows: pl.LazyFrame, features: list[str]) -> dict[str, int]:
     """Each feature's number of distinct ids, estimated by HyperLogLog in one streamed pass over the rows."""
     schema = rows.collect_schema()
-    columns = [
-        (pl.col(feature).explode() if isinstance(schema[feature], pl.List) else pl.col(feature))
-        .approx_n_unique()
-        .alias(feature)
-        for feature in features
-    ]
+    columns = [id_values(schema, feature).approx_n_unique().alias(feature) for feature in features]
     estimates = rows.select(columns).collect(engine="streaming").row(0, named=True)
     return {feature: int(estimate) for feature, estimate in estimates.items()}
 

@@ -85,11 +85,6 @@ def day_tasks(config: SynthConfig, day: int, compress: bool, block_rows: int) ->
     ]
 
 
-def default_workers() -> int:
-    """One process per core this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def block_part(task: BlockTask, directory: Path) -> Path:
     """Make the block in a worker and leave it in a file of `directory`: sending 47 MB blocks back through a pipe
     cost the writing process more time than a worker takes to make one."""

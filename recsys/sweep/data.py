@@ -17,7 +17,8 @@ from tqdm import tqdm
 from recsys.data.cache import PreparedCache
 from recsys.data.prepare import PrepareOptions, prepare
 from recsys.data.synth import GENERATOR_VERSION, SynthConfig
-from recsys.data.synth_files import default_workers, write_synthetic
+from recsys.data.synth_files import write_synthetic
+from recsys.machine import available_cores
 from recsys.sweep.spec import DataSpec
 
 DEFAULT_ROOT = Path(".recsys-cache")
@@ -57,7 +58,7 @@ def prepared_cache(data: DataSpec, root: Path = DEFAULT_ROOT) -> PreparedCache:
     raw = root / f"{target.name}.synthetic.tsv"
     config = SynthConfig(rows=data.synthetic_rows, cardinality_scale=data.cardinality_scale, seed=data.data_seed)
     with tqdm(total=config.rows, unit="rows", unit_scale=True, desc="synthetic data") as bar:
-        write_synthetic(config, raw, on_rows=bar.update, workers=default_workers())
+        write_synthetic(config, raw, on_rows=bar.update, workers=available_cores())
     try:
         with tqdm(total=config.rows, unit="rows", unit_scale=True, desc="prepare") as bar:
             return prepare([raw], target, options, on_block=lambda rows, _: bar.update(rows))
